@@ -1,0 +1,180 @@
+"""Crash-safe, pickle-free index folders.
+
+Layout of a saved index::
+
+    idx/
+      manifest.json          {"format": "ragprune-index", "kind": "bm25", "format_version": 1,
+                              "data": "v-3f2a..."}
+      v-3f2a.../             the live data: params.json, documents.jsonl, *.npz, ...
+
+``save`` writes a complete new ``v-*`` folder first (files fsynced), then swaps
+``manifest.json`` with one atomic ``os.replace``, then deletes the previous data folder. A crash
+at any moment leaves either the old manifest (pointing at untouched old data) or the new one:
+never a half-written index in place of a good one. Loading reads only JSON, JSONL, ``.npz``
+(``allow_pickle=False``) and FAISS files: nothing in an index can execute code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .types import Document
+
+MANIFEST = "manifest.json"
+FORMAT = "ragprune-index"
+
+
+class IndexFormatError(ValueError):
+    """An index folder is missing, corrupt, of another kind, or from another format version."""
+
+
+def _fsync_path(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platform without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (temp file + fsync + rename)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_index_dir(
+    path: str | os.PathLike[str],
+    *,
+    kind: str,
+    format_version: int,
+    params: dict[str, Any],
+    write_data: Callable[[Path], None],
+) -> Path:
+    """Atomically (re)place the index at ``path``; see the module docstring.
+
+    Args:
+        path: Index folder (created if missing).
+        kind: Index type, checked on load (e.g. ``"bm25"``).
+        format_version: Version of the on-disk layout, checked on load.
+        params: JSON-serialisable parameters saved as ``params.json``.
+        write_data: Writes the data files into the folder it is given.
+
+    Returns:
+        The folder that now holds the live data.
+    """
+    root = Path(path)
+    if root.exists() and not root.is_dir():
+        raise IndexFormatError(f"save: {root} exists and is not a folder; pick another path.")
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        write_data(tmp)
+        write_json(tmp / "params.json", {"kind": kind, "format_version": format_version, **params})
+        for f in tmp.iterdir():
+            _fsync_path(f)
+        final = root / f"v-{uuid.uuid4().hex}"
+        os.rename(tmp, final)
+        _fsync_path(root)
+        write_json(root / MANIFEST, {"format": FORMAT, "kind": kind,
+                                     "format_version": format_version, "data": final.name})
+        _fsync_path(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    # Only now is the old data unreachable; remove it and leftovers of killed saves.
+    # (One writer per index folder at a time; concurrent readers are fine.)
+    for entry in root.iterdir():
+        if entry.name != final.name and entry.name.startswith((".tmp-", "v-")):
+            shutil.rmtree(entry, ignore_errors=True)
+    return final
+
+
+def read_index_dir(path: str | os.PathLike[str], *, kind: str, format_version: int) -> tuple[Path, dict[str, Any]]:
+    """Locate the live data of an index folder and return ``(data_dir, params)``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist or holds no ragprune index.
+        IndexFormatError: the index is corrupt, of another kind or another format version.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"load: no index folder at {root}; build one and call .save({str(root)!r}) first.")
+    mpath = root / MANIFEST
+    if not mpath.is_file():
+        raise FileNotFoundError(f"load: {root} has no {MANIFEST}; it is not a ragprune index folder.")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise IndexFormatError(f"load: {mpath} is corrupt ({e}); rebuild the index.") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise IndexFormatError(f"load: {mpath} is not a ragprune manifest; rebuild the index.")
+    if manifest.get("kind") != kind:
+        raise IndexFormatError(
+            f"load: {root} holds a {manifest.get('kind')!r} index, not {kind!r}; use the matching class."
+        )
+    if manifest.get("format_version") != format_version:
+        raise IndexFormatError(
+            f"load: {root} was written with index format version {manifest.get('format_version')}, "
+            f"this ragprune reads version {format_version}; rebuild the index with this version."
+        )
+    name = manifest.get("data")
+    if not isinstance(name, str) or "/" in name or "\\" in name or name in ("", ".", ".."):
+        raise IndexFormatError(f"load: {mpath} names no valid data folder; rebuild the index.")
+    data = root / name
+    try:
+        params = json.loads((data / "params.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise IndexFormatError(f"load: {data / 'params.json'} is missing or corrupt ({e}); rebuild the index.") from e
+    if not isinstance(params, dict) or params.get("kind") != kind or params.get("format_version") != format_version:
+        raise IndexFormatError(f"load: {data / 'params.json'} does not match its manifest; rebuild the index.")
+    return data, params
+
+
+def write_documents(path: Path, docs: Iterable[Document]) -> None:
+    """Write documents as JSON lines (id, title, text, metadata)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for d in docs:
+            f.write(json.dumps({"id": d.id, "title": d.title, "text": d.text,
+                                "metadata": dict(d.metadata)}, ensure_ascii=False, default=str))
+            f.write("\n")
+
+
+def read_documents(path: Path) -> list[Document]:
+    """Read documents written by :func:`write_documents`."""
+    docs = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                row = json.loads(line)
+                docs.append(Document(id=row["id"], text=row["text"], title=row.get("title", ""),
+                                     metadata=row.get("metadata") or {}))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise IndexFormatError(f"load: {path} is missing or corrupt ({type(e).__name__}: {e}); rebuild the index.") from e
+    return docs
+
+
+def load_npz(path: Path) -> dict[str, Any]:
+    """Load an ``.npz`` file without ever unpickling objects."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise IndexFormatError(f"load: {path} is missing or corrupt ({e}); rebuild the index.") from e

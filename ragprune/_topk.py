@@ -1,0 +1,30 @@
+"""Deterministic top-k selection: highest score first, ties broken by lower index."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def topk(scores: np.ndarray, k: int, ids: np.ndarray | None = None) -> np.ndarray:
+    """Positions of the ``k`` best entries of ``scores``, best first.
+
+    Ties are broken by ``ids`` (default: the position), so results never depend on the
+    partition algorithm. Runs in O(n + k log k).
+
+    Args:
+        scores: 1-D array of scores.
+        k: How many to return (clipped to ``len(scores)``).
+        ids: Optional tie-break keys (e.g. document indices), same length as ``scores``.
+    """
+    n = scores.shape[0]
+    k = min(k, n)
+    if k <= 0:
+        return np.empty(0, dtype=np.int64)
+    keys = np.arange(n) if ids is None else ids
+    if k < n:
+        kth = np.partition(scores, n - k)[n - k]
+        cand = np.flatnonzero(scores >= kth)
+    else:
+        cand = np.arange(n)
+    order = np.lexsort((keys[cand], -scores[cand]))
+    return cand[order[:k]]

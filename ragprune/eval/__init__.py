@@ -1,0 +1,1 @@
+"""Reusable evaluation pieces (dataset loaders, metrics); the runnable scripts live in eval/."""

@@ -1,0 +1,155 @@
+"""Typed results shared by every stage.
+
+All results are frozen dataclasses: they can be passed between threads and stages without
+anyone mutating them behind the caller's back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Union
+
+__all__ = [
+    "Document",
+    "ScoredDocument",
+    "PrunedDocument",
+    "DocumentLike",
+    "as_documents",
+]
+
+
+def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(value or {}))
+
+
+@dataclass(frozen=True)
+class Document:
+    """One retrievable unit: a passage, an abstract or a web page.
+
+    Attributes:
+        id: Unique identifier within a corpus (string).
+        text: The body text (plain text, or raw HTML for the HTML pruner).
+        title: Optional title; retrievers index ``title + " " + text``.
+        metadata: Read-only mapping carried through every stage untouched.
+
+    Example:
+        >>> Document(id="d1", text="Paris is the capital of France.", title="Paris").full_text
+        'Paris Paris is the capital of France.'
+    """
+
+    id: str
+    text: str
+    title: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str):
+            raise TypeError(
+                f"Document.id must be a str, got {type(self.id).__name__}; convert ids with str()."
+            )
+        if not isinstance(self.text, str):
+            raise TypeError(
+                f"Document.text must be a str, got {type(self.text).__name__} for id={self.id!r}; "
+                "decode bytes or convert values to text before indexing."
+            )
+        if not isinstance(self.title, str):
+            raise TypeError(
+                f"Document.title must be a str, got {type(self.title).__name__} for id={self.id!r}."
+            )
+        object.__setattr__(self, "metadata", _frozen_mapping(self.metadata))
+
+    @property
+    def full_text(self) -> str:
+        """``title`` and ``text`` joined by a space (just ``text`` when there is no title)."""
+        return f"{self.title} {self.text}" if self.title else self.text
+
+
+@dataclass(frozen=True)
+class ScoredDocument:
+    """A document with the score a retriever or reranker gave it (higher is better).
+
+    Scores are comparable only within one result list of one stage.
+    """
+
+    document: Document
+    score: float
+
+    @property
+    def id(self) -> str:
+        return self.document.id
+
+
+@dataclass(frozen=True)
+class PrunedDocument:
+    """A document reduced to the sentences worth reading.
+
+    Attributes:
+        document: The original, untouched document.
+        text: The kept text (kept sentences joined in original order unless reordered).
+        kept: Indices of the kept sentences in the document's sentence list.
+        score: Relevance score of the whole document (from the ranking head or the reranker).
+        compression: Fraction of tokens removed, in [0, 1] (0 = nothing removed).
+        sentences: The sentence split the indices in ``kept`` refer to.
+    """
+
+    document: Document
+    text: str
+    kept: tuple[int, ...]
+    score: float
+    compression: float
+    sentences: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        return self.document.id
+
+
+DocumentLike = Union[Document, str, Mapping[str, Any]]
+
+
+def as_documents(items: Iterable[DocumentLike], *, owner: str = "ragprune") -> list[Document]:
+    """Normalise user input into a list of :class:`Document`.
+
+    Accepts ``Document`` objects, plain strings (ids become their position, ``"0"``, ``"1"``, ...)
+    and BEIR-style mappings with ``_id``/``id``, ``text`` and optional ``title``.
+
+    Raises:
+        TypeError: an item is none of the accepted kinds, or its text is not a string.
+        ValueError: the input is empty or two documents share an id.
+    """
+    if isinstance(items, (str, bytes)):
+        raise TypeError(f"{owner}: expected a list of documents, got a single {type(items).__name__}; wrap it in a list.")
+    docs: list[Document] = []
+    for i, item in enumerate(items):
+        if isinstance(item, Document):
+            docs.append(item)
+        elif isinstance(item, str):
+            docs.append(Document(id=str(i), text=item))
+        elif isinstance(item, Mapping):
+            doc_id = item.get("_id", item.get("id", str(i)))
+            meta = item.get("metadata") or {}
+            docs.append(
+                Document(
+                    id=str(doc_id),
+                    text=item.get("text", ""),
+                    title=item.get("title") or "",
+                    metadata=meta if isinstance(meta, Mapping) else {"metadata": meta},
+                )
+            )
+        else:
+            raise TypeError(
+                f"{owner}: document {i} is a {type(item).__name__}; expected Document, str or a "
+                "mapping with 'text' (and optional '_id'/'id', 'title')."
+            )
+    if not docs:
+        raise ValueError(f"{owner}: the corpus is empty; pass at least one document.")
+    seen: set[str] = set()
+    for d in docs:
+        if d.id in seen:
+            raise ValueError(
+                f"{owner}: duplicate document id {d.id!r}; ids must be unique within a corpus."
+            )
+        seen.add(d.id)
+    return docs
