@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import uuid
+import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -176,5 +177,5 @@ def load_npz(path: Path) -> dict[str, Any]:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
         raise IndexFormatError(f"load: {path} is missing or corrupt ({e}); rebuild the index.") from e

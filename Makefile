@@ -1,0 +1,43 @@
+# ragprune: `make demo` and `make test` each do their own set-up on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+SHARED ?= ../shared
+
+.PHONY: install demo test test-fast lint eval-retrieval speed clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q -e ".[all,dev]"
+	touch $@
+
+demo: install
+	$(PY) -m ragprune.demo --data $(SHARED)/data/beir_scifact
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(PY) -m ruff check ragprune eval tests
+
+eval-retrieval: install
+	for r in bm25 dense; do $(PY) -m eval.beir --data $(SHARED)/data/beir_scifact --retriever $$r --json eval/results/scifact_$$r.json || exit 1; done
+	$(PY) -m eval.beir --data $(SHARED)/data/beir_scifact --retriever hybrid --fusion rrf --json eval/results/scifact_hybrid_rrf.json
+	$(PY) -m eval.beir --data $(SHARED)/data/beir_scifact --retriever hybrid --fusion convex --json eval/results/scifact_hybrid_convex.json
+
+speed: install
+	$(PY) -m eval.speed bm25 --data $(SHARED)/data/beir_scifact --json eval/results/speed_bm25.json
+	$(PY) -m eval.speed dense --data $(SHARED)/data/beir_scifact --json eval/results/speed_dense.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,150 @@
+"""Evaluate retrieval (and later reranking) on any dataset in BEIR layout.
+
+    python -m eval.beir --data ../shared/data/beir_scifact --split test --retriever bm25 \
+        --top-k 100 --json eval/results/scifact_bm25.json
+
+Works on any folder with corpus.jsonl, queries.jsonl and qrels/<split>.tsv. Metrics come from
+pytrec_eval: nDCG@10, Recall@100, MRR@10 (averaged over every judged query). As in BEIR, a hit
+whose id equals the query id is ignored (``--keep-identical-ids`` turns that off).
+Dense indexes are cached under ``--cache-dir`` (keyed by dataset folder and model), so a second
+run does not re-embed the corpus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ragprune.eval.beir import BeirDataset, load_beir
+from ragprune.eval.metrics import evaluate_run, run_from_hits
+from ragprune.retrieve.base import Retriever
+
+log = logging.getLogger("eval.beir")
+
+RETRIEVERS = ("bm25", "dense", "hybrid")
+
+
+def _cache_key(ds_path: Path, model: str) -> str:
+    h = hashlib.sha256(f"{ds_path.resolve()}|{model}".encode()).hexdigest()[:12]
+    return f"{ds_path.name}-dense-{Path(model).name}-{h}"
+
+
+def build_dense(ds: BeirDataset, ds_path: Path, model: str, cache_dir: Path | None) -> Retriever:
+    from ragprune.retrieve.dense import DenseRetriever
+
+    if cache_dir is not None:
+        path = cache_dir / _cache_key(ds_path, model)
+        if (path / "manifest.json").is_file():
+            try:
+                r = DenseRetriever.load(path, model=model)
+                if [d.id for d in r.documents] == [d.id for d in ds.corpus]:
+                    log.info("dense index loaded from cache %s", path)
+                    return r
+            except Exception as e:  # stale cache: rebuild
+                log.warning("ignoring dense cache %s (%s)", path, e)
+    r = DenseRetriever.from_documents(ds.corpus, model, show_progress=True)
+    if cache_dir is not None:
+        r.save(path)
+    return r
+
+
+def build_retriever(args: argparse.Namespace, ds: BeirDataset, ds_path: Path) -> tuple[Retriever, str]:
+    from ragprune.retrieve.bm25 import BM25Retriever
+    from ragprune.retrieve.hybrid import HybridRetriever
+
+    if args.retriever == "bm25":
+        r = BM25Retriever.from_documents(ds.corpus, method=args.bm25_method, k1=args.k1, b=args.b, show_progress=True)
+        return r, f"bm25({args.bm25_method},k1={args.k1},b={args.b})"
+    dense = build_dense(ds, ds_path, args.model, args.cache_dir)
+    if args.retriever == "dense":
+        return dense, f"dense({Path(args.model).name})"
+    bm25 = BM25Retriever.from_documents(ds.corpus, method=args.bm25_method, k1=args.k1, b=args.b)
+    hybrid = HybridRetriever([bm25, dense], fusion=args.fusion, weights=[1 - args.dense_weight, args.dense_weight])
+    return hybrid, f"hybrid(bm25+dense({Path(args.model).name}),{args.fusion},w_dense={args.dense_weight})"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m eval.beir", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, type=Path, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+    p.add_argument("--split", default="test", help="qrels split (default: test)")
+    p.add_argument("--retriever", choices=RETRIEVERS, default="bm25")
+    p.add_argument("--reranker", default=None, help="reranker to apply to the top-k (none available yet)")
+    p.add_argument("--top-k", type=int, default=100, help="candidates retrieved per query (default 100)")
+    p.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
+    p.add_argument("--model", default="minilm", help="dense model: local folder or 'minilm'/'mpnet'")
+    p.add_argument("--fusion", choices=("rrf", "convex"), default="rrf", help="hybrid fusion (default rrf)")
+    p.add_argument("--dense-weight", type=float, default=0.5, help="hybrid weight of the dense list")
+    p.add_argument("--bm25-method", default="lucene")
+    p.add_argument("--k1", type=float, default=0.9)
+    p.add_argument("--b", type=float, default=0.4)
+    p.add_argument("--cache-dir", type=Path, default=Path(".cache/eval"), help="dense index cache ('' to disable)")
+    p.add_argument("--keep-identical-ids", action="store_true", help="do not drop hits whose id equals the query id")
+    p.add_argument("--json", type=Path, default=None, help="write the result JSON here")
+    args = p.parse_args(argv)
+    if args.top_k < 1:
+        p.error("--top-k must be >= 1")
+    if str(args.cache_dir) in ("", "."):
+        args.cache_dir = None
+    return args
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    ds = load_beir(args.data, args.split)
+    qids = list(ds.queries)[: args.max_queries] if args.max_queries else list(ds.queries)
+    qrels = {q: ds.qrels[q] for q in qids}
+    t0 = time.perf_counter()
+    retriever, pipeline = build_retriever(args, ds, args.data)
+    t_index = time.perf_counter() - t0
+    if args.reranker:
+        raise SystemExit(f"eval.beir: reranker {args.reranker!r} is not available in this version.")
+    t1 = time.perf_counter()
+    hits = retriever.retrieve_many([ds.queries[q] for q in qids], k=args.top_k)
+    t_search = time.perf_counter() - t1
+    metrics = evaluate_run(qrels, run_from_hits(qids, hits, ignore_identical_ids=not args.keep_identical_ids))
+    return {
+        "dataset": ds.name,
+        "split": args.split,
+        "pipeline": pipeline,
+        "num_queries": len(qids),
+        "top_k": args.top_k,
+        "metrics": {k: round(v, 4) for k, v in metrics.items()},
+        "seconds": round(time.perf_counter() - t0, 2),
+        "seconds_index": round(t_index, 2),
+        "seconds_search": round(t_search, 3),
+    }
+
+
+def print_table(result: dict[str, Any]) -> None:
+    m = result["metrics"]
+    print(f"| dataset | split | pipeline | queries | nDCG@10 | Recall@100 | MRR@10 | seconds |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| {result['dataset']} | {result['split']} | {result['pipeline']} | {result['num_queries']} | "
+          f"{m['ndcg@10']:.4f} | {m['recall@100']:.4f} | {m['mrr@10']:.4f} | {result['seconds']} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    log.setLevel(logging.INFO)
+    args = parse_args(argv)
+    try:
+        result = run(args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"eval.beir: {e}", file=sys.stderr)
+        return 2
+    print_table(result)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

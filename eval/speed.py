@@ -1,0 +1,184 @@
+"""Speed benchmarks, measured side by side in one process on the same data.
+
+    python -m eval.speed bm25 --data ../shared/data/beir_scifact --json eval/results/speed_bm25.json
+    python -m eval.speed dense --data ../shared/data/beir_scifact --docs 500 --json eval/results/speed_dense.json
+
+``bm25``: ragprune's BM25 vs bm25s vs rank-bm25, every library given the same analysed tokens
+(ragprune's analyzer: lowercase, Lucene stopwords, Snowball stemming) and the same BM25
+variant/parameters where the library has it. Reported: index seconds, and top-10 queries per
+second on one thread (median of ``--repeats`` runs). ragprune's query timing starts from raw
+query *strings* (analysis included); the others get pre-analysed token lists. rank-bm25 runs
+on the first ``--rank-bm25-queries`` queries only (it scores every document per query term).
+
+``dense``: corpus encoding with ragprune's DenseRetriever vs raw sentence-transformers
+``encode`` (same model, batch size and normalisation) on the first ``--docs`` documents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
+
+def _median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    times, out = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def bench_bm25(args: argparse.Namespace) -> dict[str, Any]:
+    import bm25s
+    import rank_bm25
+
+    from ragprune.eval.beir import load_beir
+    from ragprune.retrieve.bm25 import BM25Retriever
+    from ragprune.text import Analyzer
+
+    ds = load_beir(args.data, "test")
+    import json as _json
+
+    with open(Path(args.data) / "queries.jsonl", encoding="utf-8") as f:
+        queries = [_json.loads(line)["text"] for line in f if line.strip()]
+    texts = [d.full_text for d in ds.corpus]
+    analyzer = Analyzer()
+    t = time.perf_counter()
+    corpus_tokens = [analyzer(x) for x in texts]
+    t_analyse = time.perf_counter() - t
+    query_tokens = [analyzer(q) for q in queries]
+    k, rows = 10, []
+
+    # ragprune: index from raw text (analysis included), query from raw strings.
+    t_idx, ours = _median_time(lambda: BM25Retriever.from_documents(ds.corpus, method=args.method, k1=args.k1, b=args.b), args.repeats)
+    t_q, ours_hits = _median_time(lambda: ours.retrieve_many(queries, k=k), args.repeats)
+    rows.append({"library": "ragprune", "version": _version("ragprune"), "index_s": t_idx,
+                 "index_note": "raw text in (analysis included)", "queries": len(queries),
+                 "qps": len(queries) / t_q, "query_note": "raw strings in"})
+
+    # bm25s: same tokens, same variant and parameters, one thread.
+    def build_bm25s():
+        r = bm25s.BM25(method=args.method, k1=args.k1, b=args.b)
+        r.index(corpus_tokens, show_progress=False)
+        return r
+
+    t_idx_s, r_s = _median_time(build_bm25s, args.repeats)
+    t_q_s, (docs_s, _) = _median_time(
+        lambda: r_s.retrieve(query_tokens, k=k, show_progress=False, n_threads=1), args.repeats)
+    rows.append({"library": "bm25s", "version": bm25s.__version__, "index_s": t_idx_s + t_analyse,
+                 "index_note": "tokens in; our analysis time added", "queries": len(queries),
+                 "qps": len(queries) / t_q_s, "query_note": "pre-analysed tokens in",
+                 "backend": getattr(r_s, "backend", "numpy")})
+
+    # rank-bm25: reference implementation (Okapi), subset of queries.
+    t_idx_r, r_r = _median_time(lambda: rank_bm25.BM25Okapi(corpus_tokens, k1=args.k1, b=args.b), 1)
+    sub = query_tokens[: args.rank_bm25_queries]
+
+    def rank_query():
+        import numpy as np
+
+        return [np.argsort(-r_r.get_scores(q))[:k] for q in sub]
+
+    t_q_r, _ = _median_time(rank_query, 1)
+    rows.append({"library": "rank-bm25", "version": _version("rank-bm25"), "index_s": t_idx_r + t_analyse,
+                 "index_note": "tokens in; our analysis time added (BM25Okapi)", "queries": len(sub),
+                 "qps": len(sub) / t_q_r, "query_note": "pre-analysed tokens in"})
+
+    # Agreement of top-10 lists between ragprune and bm25s (same variant): a parity check.
+    ours_ids = [[h.document.id for h in hits] for hits in ours_hits]
+    s_ids = [[ds.corpus[int(i)].id for i in row] for row in docs_s]
+    overlap = statistics.mean(len(set(a) & set(b)) / k for a, b in zip(ours_ids, s_ids))
+    return {"benchmark": "bm25", "dataset": ds.name, "docs": len(texts), "k": k, "method": args.method,
+            "k1": args.k1, "b": args.b, "threads": 1, "repeats": args.repeats, "rows": rows,
+            "ratios": {"qps_vs_bm25s": rows[0]["qps"] / rows[1]["qps"],
+                       "qps_vs_rank_bm25": rows[0]["qps"] / rows[2]["qps"]},
+            "top10_overlap_with_bm25s": overlap}
+
+
+def bench_dense(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from ragprune.eval.beir import load_beir
+    from ragprune.retrieve.dense import DenseRetriever, load_sentence_transformer
+
+    torch.set_num_threads(args.threads)
+    ds = load_beir(args.data, "test")
+    docs = ds.corpus[: args.docs]
+    model = load_sentence_transformer(args.model)
+    texts = [d.full_text for d in docs]
+    model.encode(texts[:16], batch_size=16)  # warm-up
+    t_raw, _ = _median_time(lambda: model.encode(texts, batch_size=64, normalize_embeddings=True,
+                                                 convert_to_numpy=True, show_progress_bar=False), args.repeats)
+    t_ours, _ = _median_time(lambda: DenseRetriever.from_documents(docs, model, batch_size=64, show_progress=False),
+                             args.repeats)
+    rows = [{"library": "sentence-transformers (raw encode)", "seconds": t_raw, "docs_per_s": len(docs) / t_raw},
+            {"library": "ragprune DenseRetriever.from_documents (encode + FAISS)", "seconds": t_ours,
+             "docs_per_s": len(docs) / t_ours}]
+    return {"benchmark": "dense", "dataset": ds.name, "docs": len(docs), "model": args.model,
+            "threads": args.threads, "repeats": args.repeats, "rows": rows,
+            "ratios": {"ours_over_raw_seconds": t_ours / t_raw}}
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "?"
+
+
+def print_table(result: dict[str, Any]) -> None:
+    rows = result["rows"]
+    keys = [k for k in rows[0] if k not in ("index_note", "query_note")]
+    print(f"## {result['benchmark']} on {result['dataset']} ({result['docs']} docs)")
+    print("| " + " | ".join(keys) + " |")
+    print("|" + "---|" * len(keys))
+    for r in rows:
+        print("| " + " | ".join(f"{r.get(k):.3f}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in keys) + " |")
+    for k, v in result["ratios"].items():
+        print(f"{k}: {v:.2f}")
+    if "top10_overlap_with_bm25s" in result:
+        print(f"top-10 overlap with bm25s: {result['top10_overlap_with_bm25s']:.4f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m eval.speed", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="bench", required=True)
+    pb = sub.add_parser("bm25", help="ragprune vs bm25s vs rank-bm25")
+    pb.add_argument("--method", default="lucene")
+    pb.add_argument("--k1", type=float, default=0.9)
+    pb.add_argument("--b", type=float, default=0.4)
+    pb.add_argument("--rank-bm25-queries", type=int, default=100)
+    pd = sub.add_parser("dense", help="DenseRetriever vs raw sentence-transformers encoding")
+    pd.add_argument("--model", default="minilm")
+    pd.add_argument("--docs", type=int, default=500)
+    pd.add_argument("--threads", type=int, default=2)
+    for sp_ in (pb, pd):
+        sp_.add_argument("--data", type=Path, default=Path("../shared/data/beir_scifact"))
+        sp_.add_argument("--repeats", type=int, default=3)
+        sp_.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    result = {"bm25": bench_bm25, "dense": bench_dense}[args.bench](args)
+    result["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    print_table(result)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
