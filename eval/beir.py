@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_table(result: dict[str, Any]) -> None:
     m = result["metrics"]
-    print(f"| dataset | split | pipeline | queries | nDCG@10 | Recall@100 | MRR@10 | seconds |")
+    print("| dataset | split | pipeline | queries | nDCG@10 | Recall@100 | MRR@10 | seconds |")
     print("|---|---|---|---|---|---|---|---|")
     print(f"| {result['dataset']} | {result['split']} | {result['pipeline']} | {result['num_queries']} | "
           f"{m['ndcg@10']:.4f} | {m['recall@100']:.4f} | {m['mrr@10']:.4f} | {result['seconds']} |")

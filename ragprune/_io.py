@@ -161,7 +161,7 @@ def read_documents(path: Path) -> list[Document]:
     docs = []
     try:
         with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
+            for line in f:
                 row = json.loads(line)
                 docs.append(Document(id=row["id"], text=row["text"], title=row.get("title", ""),
                                      metadata=row.get("metadata") or {}))

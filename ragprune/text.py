@@ -167,8 +167,7 @@ class HFTokenCounter:
 
 # Lucene's EnglishAnalyzer default stop set (the one Pyserini's BEIR baselines use).
 LUCENE_STOPWORDS: frozenset[str] = frozenset(
-    "a an and are as at be but by for if in into is it no not of on or such that the their "
-    "then there these they this to was will with".split()
+    ["a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it", "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this", "to", "was", "will", "with"]
 )
 
 _WORD_RE = re.compile(r"\w+", re.UNICODE)

@@ -106,7 +106,7 @@ class PrunedDocument:
         return self.document.id
 
 
-DocumentLike = Union[Document, str, Mapping[str, Any]]
+DocumentLike = Union[Document, str, Mapping[str, Any]]  # noqa: UP007 (runtime alias, py3.10)
 
 
 def as_documents(items: Iterable[DocumentLike], *, owner: str = "ragprune") -> list[Document]:

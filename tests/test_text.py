@@ -1,6 +1,6 @@
 import pytest
 
-from ragprune.text import Analyzer, LUCENE_STOPWORDS, count_tokens, sentence_spans, split_sentences
+from ragprune.text import LUCENE_STOPWORDS, Analyzer, count_tokens, sentence_spans, split_sentences
 
 
 def test_sentence_spans_basic_and_offsets():

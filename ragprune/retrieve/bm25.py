@@ -23,7 +23,14 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
-from .._io import IndexFormatError, load_npz, read_documents, read_index_dir, write_documents, write_index_dir
+from .._io import (
+    IndexFormatError,
+    load_npz,
+    read_documents,
+    read_index_dir,
+    write_documents,
+    write_index_dir,
+)
 from .._topk import topk
 from .._validate import check_choice, check_number
 from ..text import Analyzer
