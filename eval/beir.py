@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from ragprune.eval.beir import BeirDataset, load_beir
 from ragprune.eval.metrics import evaluate_run, run_from_hits
 from ragprune.retrieve.base import Retriever
@@ -69,13 +71,23 @@ def build_retriever(args: argparse.Namespace, ds: BeirDataset, ds_path: Path) ->
     return hybrid, f"hybrid(bm25+dense({Path(args.model).name}),{args.fusion},w_dense={args.dense_weight})"
 
 
+def build_reranker(args: argparse.Namespace) -> Any:
+    from ragprune.rerank.cross_encoder import CrossEncoderReranker
+
+    return CrossEncoderReranker(args.reranker_model, max_length=args.rerank_max_length, quantize=args.quantize)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m eval.beir", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, type=Path, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
     p.add_argument("--split", default="test", help="qrels split (default: test)")
     p.add_argument("--retriever", choices=RETRIEVERS, default="bm25")
-    p.add_argument("--reranker", default=None, help="reranker to apply to the top-k (none available yet)")
+    p.add_argument("--reranker", default=None, choices=[None, "cross-encoder"],
+                   help="rerank the top-k: 'cross-encoder' (default model: the shipped ragprune reranker)")
+    p.add_argument("--reranker-model", default="ragprune-reranker", help="cross-encoder checkpoint folder")
+    p.add_argument("--rerank-max-length", type=int, default=256, help="tokens per (query, passage) pair")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="int8 dynamic quantization (CPU)")
     p.add_argument("--top-k", type=int, default=100, help="candidates retrieved per query (default 100)")
     p.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
     p.add_argument("--model", default="minilm", help="dense model: local folder or 'minilm'/'mpnet'")
@@ -102,11 +114,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     retriever, pipeline = build_retriever(args, ds, args.data)
     t_index = time.perf_counter() - t0
-    if args.reranker:
-        raise SystemExit(f"eval.beir: reranker {args.reranker!r} is not available in this version.")
     t1 = time.perf_counter()
-    hits = retriever.retrieve_many([ds.queries[q] for q in qids], k=args.top_k)
+    texts = [ds.queries[q] for q in qids]
+    hits = retriever.retrieve_many(texts, k=args.top_k)
     t_search = time.perf_counter() - t1
+    t_rerank = 0.0
+    if args.reranker:
+        reranker = build_reranker(args)
+        pipeline += f" >> {reranker!r}"
+        t2 = time.perf_counter()
+        hits = [reranker.rerank(q, h) for q, h in zip(tqdm(texts, desc="rerank", unit="query"), hits)]
+        t_rerank = time.perf_counter() - t2
     metrics = evaluate_run(qrels, run_from_hits(qids, hits, ignore_identical_ids=not args.keep_identical_ids))
     return {
         "dataset": ds.name,
@@ -118,6 +136,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - t0, 2),
         "seconds_index": round(t_index, 2),
         "seconds_search": round(t_search, 3),
+        "seconds_rerank_per_query": round(t_rerank / max(1, len(qids)), 3),
     }
 
 

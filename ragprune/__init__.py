@@ -20,6 +20,8 @@ _LAZY = {
     "DenseRetriever": "ragprune.retrieve.dense",
     "HybridRetriever": "ragprune.retrieve.hybrid",
     "Retriever": "ragprune.retrieve.base",
+    "Reranker": "ragprune.rerank.base",
+    "CrossEncoderReranker": "ragprune.rerank.cross_encoder",
     "Analyzer": "ragprune.text",
     "count_tokens": "ragprune.text",
     "split_sentences": "ragprune.text",

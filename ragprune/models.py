@@ -22,6 +22,13 @@ ALIASES = {
     "sentence-transformers/all-mpnet-base-v2": "mpnet",
 }
 
+# Checkpoints this project trains and ships in the repository's models/ folder.
+SHIPPED = {
+    "ragprune-reranker": "ragprune-reranker-minilm-l6",
+    "ragprune-reranker-minilm-l6": "ragprune-reranker-minilm-l6",
+}
+REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
+
 
 class ModelNotFoundError(FileNotFoundError):
     """A model name or path could not be resolved to local files."""
@@ -59,6 +66,15 @@ def resolve_model(name_or_path: str | os.PathLike[str], *, owner: str = "ragprun
     path = Path(name_or_path).expanduser()
     if path.exists():
         return path
+    shipped = SHIPPED.get(str(name_or_path).lower())
+    if shipped is not None:
+        for folder in (REPO_MODELS / shipped, models_dir() / shipped):
+            if (folder / "config.json").is_file():
+                return folder
+        raise ModelNotFoundError(
+            f"{owner}: the shipped model {shipped!r} is not in {REPO_MODELS} or {models_dir()}; "
+            "reinstall ragprune from a full checkout (models/ holds the released checkpoints)."
+        )
     key = ALIASES.get(str(name_or_path).lower())
     if key is not None:
         cached = models_dir() / key

@@ -1,0 +1,79 @@
+"""The reranker interface: one required method, typed results."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from .._validate import check_positive_int, check_query
+from ..types import Document, DocumentLike, ScoredDocument, as_documents
+
+__all__ = ["Reranker", "as_candidates"]
+
+
+def as_candidates(docs: Any, owner: str) -> list[Document]:
+    """Normalise a candidate list (ScoredDocument, Document, str or dicts) to Documents.
+
+    An empty list is allowed (reranking nothing returns nothing).
+    """
+    if isinstance(docs, (str, bytes)) or not isinstance(docs, Sequence):
+        raise TypeError(f"{owner}: docs must be a list of ScoredDocument/Document/str, got {type(docs).__name__}.")
+    if not docs:
+        return []
+    return as_documents([d.document if isinstance(d, ScoredDocument) else d for d in docs], owner=owner)
+
+
+class Reranker(ABC):
+    """Reorders a candidate list by relevance to the query.
+
+    Subclasses implement :meth:`score` on validated input; the public methods validate
+    arguments and return new ``ScoredDocument`` objects carrying the reranker's scores.
+    """
+
+    def rerank(self, query: str, docs: Sequence[ScoredDocument | DocumentLike], k: int | None = None
+               ) -> list[ScoredDocument]:
+        """Score every candidate against ``query`` and return the best ``k`` (all if None).
+
+        Args:
+            query: Non-empty question.
+            docs: Candidates: ``ScoredDocument`` (e.g. a retriever's output), ``Document``,
+                plain strings or BEIR-style dicts.
+            k: Keep the best ``k`` (>= 1); ``None`` keeps all.
+
+        Returns:
+            ``ScoredDocument`` list, best first; ties keep the input order.
+
+        Raises:
+            TypeError/ValueError: blank query, ``k < 1``, malformed candidates.
+        """
+        return self.rerank_many([query], [docs], k)[0]
+
+    def rerank_many(self, queries: Sequence[str], docs: Sequence[Sequence[ScoredDocument | DocumentLike]],
+                    k: int | None = None) -> list[list[ScoredDocument]]:
+        """Batched :meth:`rerank`: ``docs[i]`` are the candidates of ``queries[i]``.
+
+        All pairs are scored together, so batches are full even when lists are short.
+        """
+        owner = f"{type(self).__name__}.rerank"
+        if isinstance(queries, (str, bytes)):
+            raise TypeError(f"{owner}: queries must be a list of str; use rerank() for one query.")
+        queries = [check_query(q, owner) for q in queries]
+        if len(docs) != len(queries):
+            raise ValueError(f"{owner}: got {len(queries)} queries but {len(docs)} candidate lists.")
+        if k is not None:
+            check_positive_int(k, "k", owner)
+        cands = [as_candidates(d, owner) for d in docs]
+        pairs = [(q, d) for q, ds in zip(queries, cands) for d in ds]
+        scores = self.score([p[0] for p in pairs], [p[1] for p in pairs]) if pairs else []
+        out, pos = [], 0
+        for ds in cands:
+            s = scores[pos : pos + len(ds)]
+            pos += len(ds)
+            order = sorted(range(len(ds)), key=lambda i: (-s[i], i))
+            out.append([ScoredDocument(ds[i], float(s[i])) for i in order[:k]])
+        return out
+
+    @abstractmethod
+    def score(self, queries: Sequence[str], docs: Sequence[Document]) -> list[float]:
+        """Relevance score of each ``(queries[i], docs[i])`` pair (higher is better)."""

@@ -1,0 +1,148 @@
+"""Cross-encoder reranking with any Hugging Face sequence-classification checkpoint.
+
+Loads the layout of the public ms-marco cross-encoders (``config.json``, weights, tokenizer)
+and of ragprune's own shipped reranker. Needs the ``rerank`` extra.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .._validate import check_positive_int
+from ..models import resolve_model
+from ..types import Document
+from .base import Reranker
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CrossEncoderReranker", "load_cross_encoder"]
+
+DEFAULT_MODEL = "ragprune-reranker"
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+        import transformers  # noqa: F401
+    except ImportError as e:
+        raise ImportError("CrossEncoderReranker needs torch and transformers: pip install 'ragprune[rerank]'") from e
+    return torch
+
+
+def load_cross_encoder(model: str | os.PathLike[str], *, trust_remote_code: bool = False,
+                       owner: str = "CrossEncoderReranker") -> tuple[Any, Any, Path]:
+    """Load ``(tokenizer, model, path)`` from a local sequence-classification checkpoint.
+
+    Raises:
+        ragprune.models.ModelNotFoundError: the folder does not exist.
+        ValueError: the folder is not a loadable checkpoint, or needs remote code that was
+            not allowed.
+    """
+    _import_torch()
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = resolve_model(model, owner=owner)
+    cfg_path = path / "config.json"
+    if not path.is_dir() or not cfg_path.is_file():
+        raise ValueError(f"{owner}: {path} is not a Hugging Face checkpoint folder (no config.json).")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{owner}: {cfg_path} is not valid JSON ({e}).") from e
+    if "auto_map" in cfg and not trust_remote_code:
+        raise ValueError(
+            f"{owner}: {path} needs custom code from the checkpoint (config.json has 'auto_map'); "
+            "review it and pass trust_remote_code=True to allow it."
+        )
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust_remote_code)
+        net = AutoModelForSequenceClassification.from_pretrained(
+            str(path), local_files_only=True, trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise ValueError(f"{owner}: could not load a sequence-classification model from {path} "
+                         f"({type(e).__name__}: {e}).") from e
+    return tok, net.eval(), path
+
+
+class CrossEncoderReranker(Reranker):
+    """Scores ``(query, title + passage)`` pairs jointly with a cross-encoder.
+
+    Args:
+        model: Local checkpoint folder, or ``"ragprune-reranker"`` (default: the MiniLM-L6
+            reranker trained and shipped in ``models/``). A public ms-marco cross-encoder
+            folder works the same way.
+        max_length: Tokens per pair. Longer passages are truncated from the end (the query is
+            kept whole); nothing crashes on long input.
+        batch_size: Pairs per forward pass. Pairs are sorted by length first to cut padding.
+        device: torch device (``"cpu"`` default).
+        quantize: ``"int8"`` applies torch dynamic int8 quantization to the Linear layers
+            (CPU only; faster, slightly different scores).
+        trust_remote_code: Allow checkpoints that ship their own modelling code. Off by default.
+
+    A checkpoint with one output uses that logit as the score; with two outputs, the
+    difference ``logit[1] - logit[0]``.
+
+    Example:
+        >>> ce = CrossEncoderReranker()                                       # doctest: +SKIP
+        >>> hits = ce.rerank("what causes scurvy", bm25.retrieve(q, 100), k=10)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] = DEFAULT_MODEL,
+        *,
+        max_length: int = 256,
+        batch_size: int = 32,
+        device: str = "cpu",
+        quantize: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        owner = "CrossEncoderReranker"
+        self.max_length = check_positive_int(max_length, "max_length", owner)
+        self.batch_size = check_positive_int(batch_size, "batch_size", owner)
+        if quantize not in (None, "int8"):
+            raise ValueError(f"{owner}: unknown quantize {quantize!r}; expected None or 'int8'.")
+        torch = _import_torch()
+        self.tokenizer, net, self.path = load_cross_encoder(model, trust_remote_code=trust_remote_code)
+        self.num_labels = int(net.config.num_labels)
+        if self.num_labels not in (1, 2):
+            raise ValueError(f"{owner}: {self.path} has {self.num_labels} outputs; a cross-encoder has 1 or 2.")
+        net = net.float()
+        if quantize == "int8":
+            if device != "cpu":
+                raise ValueError(f"{owner}: int8 dynamic quantization runs on CPU only.")
+            with warnings.catch_warnings():  # torch marks eager-mode quantization as deprecated
+                warnings.simplefilter("ignore")
+                net = torch.ao.quantization.quantize_dynamic(net, {torch.nn.Linear}, dtype=torch.qint8)
+        self.model = net.to(device)
+        self.device = device
+        self.quantize = quantize
+        self._lock = threading.Lock()
+
+    def score(self, queries: Sequence[str], docs: Sequence[Document]) -> list[float]:
+        torch = _import_torch()
+        passages = [d.full_text for d in docs]
+        order = sorted(range(len(passages)), key=lambda i: len(queries[i]) + len(passages[i]))
+        out = [0.0] * len(passages)
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                enc = self.tokenizer([queries[i] for i in idx], [passages[i] for i in idx], padding=True,
+                                     truncation="longest_first", max_length=self.max_length,
+                                     return_tensors="pt").to(self.device)
+                logits = self.model(**enc).logits.float()
+                s = logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
+                for i, v in zip(idx, s.tolist()):
+                    out[i] = v
+        return out
+
+    def __repr__(self) -> str:
+        return (f"CrossEncoderReranker({str(self.path)!r}, max_length={self.max_length}, "
+                f"quantize={self.quantize!r})")

@@ -1,0 +1,289 @@
+"""Training cross-encoder rerankers: Margin-MSE distillation plus label-based losses.
+
+Margin-MSE (Hofstätter et al., 2020, "Improving Efficient Neural Ranking Models with
+Cross-Architecture Knowledge Distillation") trains the student so that its score *margin*
+between a positive and a negative passage matches the teacher's margin::
+
+    L = mean_j ((s(q, p+) - s(q, p-_j)) - (t(q, p+) - t(q, p-_j)))^2
+
+Only margins matter, so teacher and student need not share a score scale offset. The
+listwise loss (softmax cross-entropy of the positive among 1 + n candidates) and the pointwise
+loss (binary cross-entropy) use gold labels only. ``loss="listwise+margin_mse"`` adds them.
+
+The training data is a JSONL file of groups, one per line::
+
+    {"query": "...", "pos": "passage text", "negs": ["...", ...], "source": "squad",
+     "t_pos": 7.1, "t_negs": [3.2, ...]}          # teacher scores: only for margin_mse
+
+Teacher labelling is a separate step that fills ``t_pos``/``t_negs`` (see
+``models/recipes/reranker_data.py``), so a stronger teacher can be swapped in later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrainConfig", "TrainingGroup", "read_groups", "write_groups", "group_loss", "train_cross_encoder",
+           "export_fp16", "LOSSES"]
+
+LOSSES = ("margin_mse", "listwise", "pointwise")
+
+
+@dataclass(frozen=True)
+class TrainingGroup:
+    """One query with one positive and ``n`` negatives (and optional teacher scores)."""
+
+    query: str
+    pos: str
+    negs: tuple[str, ...]
+    source: str = ""
+    t_pos: float | None = None
+    t_negs: tuple[float, ...] | None = None
+
+
+def read_groups(path: str | os.PathLike[str]) -> list[TrainingGroup]:
+    """Read training groups from JSONL (see the module docstring)."""
+    groups = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+                groups.append(TrainingGroup(
+                    query=r["query"], pos=r["pos"], negs=tuple(r["negs"]), source=r.get("source", ""),
+                    t_pos=r.get("t_pos"), t_negs=tuple(r["t_negs"]) if r.get("t_negs") is not None else None))
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"read_groups: {path}:{n} is not a valid training group ({e}).") from e
+    if not groups:
+        raise ValueError(f"read_groups: {path} holds no training groups.")
+    return groups
+
+
+def write_groups(path: str | os.PathLike[str], groups: Sequence[TrainingGroup]) -> None:
+    """Write training groups as JSONL (atomically)."""
+    tmp = Path(f"{path}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for g in groups:
+            row = {k: v for k, v in asdict(g).items() if v is not None}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of :func:`train_cross_encoder` (all saved next to the checkpoints)."""
+
+    loss: str = "listwise+margin_mse"
+    margin_weight: float = 1.0
+    lr: float = 5e-5
+    warmup: float = 0.05
+    weight_decay: float = 0.01
+    batch_size: int = 8
+    negatives: int = 3
+    max_length: int = 192
+    epochs: float = 1.0
+    max_steps: int | None = None
+    save_every: int = 100
+    seed: int = 13
+    threads: int | None = None
+    freeze_embeddings: bool = True
+    losses: tuple[str, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        parts = tuple(p.strip() for p in self.loss.split("+"))
+        bad = [p for p in parts if p not in LOSSES]
+        if bad or not parts:
+            raise ValueError(f"TrainConfig: unknown loss {self.loss!r}; combine {', '.join(LOSSES)} with '+'.")
+        self.losses = parts
+
+
+def group_loss(scores: Any, groups: Sequence[TrainingGroup], cfg: TrainConfig) -> Any:
+    """Loss of a batch. ``scores``: tensor (B, 1 + n), column 0 the positive."""
+    import torch
+    import torch.nn.functional as F
+
+    total = scores.new_zeros(())
+    if "listwise" in cfg.losses:
+        total = total + F.cross_entropy(scores, torch.zeros(len(groups), dtype=torch.long))
+    if "pointwise" in cfg.losses:
+        labels = torch.zeros_like(scores)
+        labels[:, 0] = 1.0
+        total = total + F.binary_cross_entropy_with_logits(scores, labels)
+    if "margin_mse" in cfg.losses:
+        if any(g.t_pos is None or g.t_negs is None for g in groups):
+            raise ValueError("group_loss: margin_mse needs teacher scores (t_pos, t_negs); run the teacher labelling step.")
+        n = scores.shape[1] - 1
+        t = torch.tensor([[g.t_pos, *g.t_negs[:n]] for g in groups], dtype=scores.dtype)
+        student_margin = scores[:, :1] - scores[:, 1:]
+        teacher_margin = t[:, :1] - t[:, 1:]
+        w = cfg.margin_weight if len(cfg.losses) > 1 else 1.0
+        total = total + w * F.mse_loss(student_margin, teacher_margin)
+    return total
+
+
+def _batches(groups: list[TrainingGroup], cfg: TrainConfig, rng: random.Random) -> Iterator[list[TrainingGroup]]:
+    while True:
+        order = list(range(len(groups)))
+        rng.shuffle(order)
+        for i in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
+            yield [groups[j] for j in order[i : i + cfg.batch_size]]
+
+
+def _latest_checkpoint(out_dir: Path) -> tuple[Path | None, int]:
+    best, step = None, 0
+    for p in out_dir.glob("checkpoint-*"):
+        try:
+            s = int(p.name.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if (p / "config.json").is_file() and s > step:
+            best, step = p, s
+    return best, step
+
+
+def train_cross_encoder(
+    groups: Sequence[TrainingGroup],
+    init_model: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    cfg: TrainConfig | None = None,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+) -> Path:
+    """Fine-tune a sequence-classification cross-encoder (one output) on training groups.
+
+    Args:
+        groups: Training groups; every group needs at least ``cfg.negatives`` negatives.
+        init_model: Local folder of the initial encoder (e.g. all-MiniLM-L6-v2) or a
+            cross-encoder checkpoint to continue from.
+        out_dir: Receives ``checkpoint-<step>/`` folders, ``train_log.jsonl`` and ``final/``.
+        cfg: Hyper-parameters (:class:`TrainConfig`).
+        resume: Continue from the newest ``checkpoint-*`` in ``out_dir`` if there is one
+            (weights and step; the optimizer restarts with the schedule at that step).
+
+    Returns:
+        The folder of the final checkpoint (fp32).
+    """
+    import torch
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        get_linear_schedule_with_warmup,
+    )
+
+    from ..models import resolve_model
+
+    cfg = cfg or TrainConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    groups = [g for g in groups if len(g.negs) >= cfg.negatives]
+    if len(groups) < cfg.batch_size:
+        raise ValueError(f"train_cross_encoder: {len(groups)} usable groups, fewer than batch_size={cfg.batch_size}.")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    start_from, step0 = _latest_checkpoint(out) if resume else (None, 0)
+    src = start_from or resolve_model(init_model, owner="train_cross_encoder")
+    tok = AutoTokenizer.from_pretrained(str(src), local_files_only=True)
+    model = AutoModelForSequenceClassification.from_pretrained(str(src), num_labels=1, local_files_only=True)
+    if cfg.freeze_embeddings:
+        for p in model.base_model.embeddings.parameters():
+            p.requires_grad_(False)
+    model.train()
+    steps_per_epoch = len(groups) // cfg.batch_size
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    no_decay = ("bias", "LayerNorm.weight")
+    params = [
+        {"params": [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith(no_decay)],
+         "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if p.requires_grad and n.endswith(no_decay)],
+         "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(params, lr=cfg.lr)
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * total), total)
+    with warnings.catch_warnings():  # fast-forward the schedule when resuming
+        warnings.simplefilter("ignore")
+        for _ in range(step0):
+            sched.step()
+    batches = _batches(groups, cfg, rng)
+    for _ in range(step0):  # same data order as an uninterrupted run
+        next(batches)
+    (out / "train_config.json").write_text(json.dumps({**asdict(cfg), "init_model": str(init_model),
+                                                       "groups": len(groups), "total_steps": total}, indent=1))
+    log = open(out / "train_log.jsonl", "a", encoding="utf-8")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=step0, desc="train reranker", unit="step")
+    t0, running = time.time(), None
+    for step in range(step0 + 1, total + 1):
+        batch = next(batches)
+        texts_q, texts_p = [], []
+        for g in batch:
+            negs = list(g.negs[: cfg.negatives])
+            for p in [g.pos, *negs]:
+                texts_q.append(g.query)
+                texts_p.append(p)
+        enc = tok(texts_q, texts_p, padding=True, truncation="longest_first", max_length=cfg.max_length,
+                  return_tensors="pt")
+        scores = model(**enc).logits.view(len(batch), 1 + cfg.negatives)
+        loss = group_loss(scores, batch, cfg)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.4f}")
+        if step % 10 == 0 or step == total:
+            log.write(json.dumps({"step": step, "loss": round(loss.item(), 5), "smoothed": round(running, 5),
+                                  "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1)}) + "\n")
+            log.flush()
+        if step % cfg.save_every == 0 or step == total:
+            ck = out / f"checkpoint-{step}"
+            model.save_pretrained(ck, safe_serialization=True)
+            tok.save_pretrained(ck)
+            for old in out.glob("checkpoint-*"):
+                if old != ck:
+                    shutil.rmtree(old, ignore_errors=True)
+    if bar is not None:
+        bar.close()
+    log.close()
+    final = out / f"checkpoint-{total}"
+    return final
+
+
+def export_fp16(checkpoint: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+    """Save a checkpoint as fp16 safetensors with its tokenizer (the shipped format).
+
+    :class:`~ragprune.rerank.cross_encoder.CrossEncoderReranker` upcasts to fp32 on load.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    src = Path(checkpoint)
+    model = AutoModelForSequenceClassification.from_pretrained(str(src), local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(str(src), local_files_only=True)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    model.to(torch.float16).save_pretrained(dest, safe_serialization=True)
+    tok.save_pretrained(dest)
+    return dest
