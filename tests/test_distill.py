@@ -79,7 +79,7 @@ def test_smoke_training_resume_and_export(tmp_path):
     from safetensors import safe_open
 
     with safe_open(str(out / "model.safetensors"), "pt") as f:
-        assert all(f.get_tensor(k).dtype == torch.float16 for k in f.keys())
+        assert all(f.get_tensor(k).dtype == torch.float16 for k in f.keys())  # noqa: SIM118
     ce = CrossEncoderReranker(out)
     assert len(ce.rerank("question 1", ["answer passage 1", "noise"])) == 2
 

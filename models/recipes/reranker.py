@@ -52,19 +52,23 @@ SPLITS = {
 
 
 # ----------------------------------------------------------------------------- sources
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
 def scifact(shared: Path) -> dict[str, Any]:
     from ragprune.eval.beir import load_beir, read_qrels
 
     ds = load_beir(shared / "beir_scifact", "test")
     qrels = read_qrels(shared / "beir_scifact" / "qrels" / "train.tsv")
-    claims = [json.loads(line) for line in open(shared / "scifact_rationales" / "claims_train.jsonl", encoding="utf-8")]
+    claims = [json.loads(line) for line in _read(shared / "scifact_rationales" / "claims_train.jsonl").splitlines()]
     ids = [str(c["id"]) for c in claims if str(c["id"]) in qrels]
     queries = {str(c["id"]): c["claim"] for c in claims}
     return {"corpus": ds.corpus, "queries": queries, "qrels": qrels, "train": ids[:-100], "dev": ids[-100:]}
 
 
 def squad(shared: Path) -> dict[str, Any]:
-    data = json.load(open(shared / "squad_v1.1_dev" / "dev-v1.1.json", encoding="utf-8"))["data"]
+    data = json.loads(_read(shared / "squad_v1.1_dev" / "dev-v1.1.json"))["data"]
     paras, qs = [], []
     for a_i, art in enumerate(data):
         title = art["title"].replace("_", " ")
@@ -77,7 +81,7 @@ def squad(shared: Path) -> dict[str, Any]:
 
 
 def hotpot(shared: Path) -> list[dict[str, Any]]:
-    data = json.load(open(shared / "hotpotqa_dev_distractor" / "hotpot_dev_distractor_v1_first73.json", encoding="utf-8"))
+    data = json.loads(_read(shared / "hotpotqa_dev_distractor" / "hotpot_dev_distractor_v1_first73.json"))
     out = []
     for ex in data:
         gold = {t for t, _ in ex["supporting_facts"]}
@@ -96,7 +100,7 @@ def cmd_data(args: argparse.Namespace) -> None:
     sf = scifact(args.shared)
     bm25 = BM25Retriever.from_documents(sf["corpus"])
     by_id = {d.id: d for d in sf["corpus"]}
-    for rep in range(args.scifact_repeats):
+    for _ in range(args.scifact_repeats):
         for qid in sf["train"]:
             q = sf["queries"][qid]
             pos = [d for d in sf["qrels"][qid] if sf["qrels"][qid][d] > 0]

@@ -225,7 +225,7 @@ def train_cross_encoder(
         next(batches)
     (out / "train_config.json").write_text(json.dumps({**asdict(cfg), "init_model": str(init_model),
                                                        "groups": len(groups), "total_steps": total}, indent=1))
-    log = open(out / "train_log.jsonl", "a", encoding="utf-8")
+    log = open(out / "train_log.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed below)
     bar = None
     if progress:
         from tqdm.auto import tqdm
