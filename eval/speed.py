@@ -130,6 +130,38 @@ def bench_dense(args: argparse.Namespace) -> dict[str, Any]:
             "ratios": {"ours_over_raw_seconds": t_ours / t_raw}}
 
 
+def bench_rerank(args: argparse.Namespace) -> dict[str, Any]:
+    """Latency of reranking the BM25 top-100 of one query, fp32 vs int8, ``--threads`` threads."""
+    import torch
+
+    from ragprune.eval.beir import load_beir
+    from ragprune.rerank.cross_encoder import CrossEncoderReranker
+    from ragprune.retrieve.bm25 import BM25Retriever
+    from ragprune.text import count_tokens
+
+    torch.set_num_threads(args.threads)
+    ds = load_beir(args.data, "test")
+    bm25 = BM25Retriever.from_documents(ds.corpus)
+    queries = list(ds.queries.values())[: args.queries]
+    cands = bm25.retrieve_many(queries, k=100)
+    mean_tokens = statistics.mean(count_tokens(h.document.full_text) for c in cands for h in c)
+    rows = []
+    for quant in (None, "int8"):
+        ce = CrossEncoderReranker(args.model, max_length=args.max_length, quantize=quant)
+        ce.rerank(queries[0], cands[0][:8])  # warm-up
+        per_query = []
+        for q, c in zip(queries, cands):
+            t = time.perf_counter()
+            ce.rerank(q, c)
+            per_query.append(time.perf_counter() - t)
+        rows.append({"model": f"{ce.path.name} ({quant or 'fp32'})", "max_length": args.max_length,
+                     "passages": 100, "seconds_per_query": statistics.median(per_query),
+                     "pairs_per_s": 100 / statistics.median(per_query)})
+    return {"benchmark": "rerank", "dataset": ds.name, "docs": len(ds.corpus), "queries": len(queries),
+            "threads": args.threads, "mean_passage_tokens": mean_tokens, "rows": rows,
+            "ratios": {"int8_speedup": rows[0]["seconds_per_query"] / rows[1]["seconds_per_query"]}}
+
+
 def _version(dist: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -165,12 +197,17 @@ def main(argv: list[str] | None = None) -> int:
     pd.add_argument("--model", default="minilm")
     pd.add_argument("--docs", type=int, default=500)
     pd.add_argument("--threads", type=int, default=2)
-    for sp_ in (pb, pd):
+    pr = sub.add_parser("rerank", help="cross-encoder latency for 100 passages, fp32 vs int8")
+    pr.add_argument("--model", default="ragprune-reranker")
+    pr.add_argument("--max-length", type=int, default=256)
+    pr.add_argument("--queries", type=int, default=5)
+    pr.add_argument("--threads", type=int, default=2)
+    for sp_ in (pb, pd, pr):
         sp_.add_argument("--data", type=Path, default=Path("../shared/data/beir_scifact"))
         sp_.add_argument("--repeats", type=int, default=3)
         sp_.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
-    result = {"bm25": bench_bm25, "dense": bench_dense}[args.bench](args)
+    result = {"bm25": bench_bm25, "dense": bench_dense, "rerank": bench_rerank}[args.bench](args)
     result["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     print_table(result)
     if args.json:

@@ -254,9 +254,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from ragprune.rerank.distill import _latest_checkpoint, export_fp16
+    from ragprune._train import latest_checkpoint
+    from ragprune.rerank.distill import export_fp16
 
-    ck, step = _latest_checkpoint(args.work / "train")
+    ck, step = latest_checkpoint(args.work / "train")
     if ck is None:
         raise SystemExit("export: no checkpoint under runs/reranker/train; run the train step first.")
     dest = export_fp16(ck, args.dest)

@@ -25,11 +25,7 @@ import json
 import logging
 import math
 import os
-import random
-import shutil
-import time
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,26 +131,6 @@ def group_loss(scores: Any, groups: Sequence[TrainingGroup], cfg: TrainConfig) -
     return total
 
 
-def _batches(groups: list[TrainingGroup], cfg: TrainConfig, rng: random.Random) -> Iterator[list[TrainingGroup]]:
-    while True:
-        order = list(range(len(groups)))
-        rng.shuffle(order)
-        for i in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
-            yield [groups[j] for j in order[i : i + cfg.batch_size]]
-
-
-def _latest_checkpoint(out_dir: Path) -> tuple[Path | None, int]:
-    best, step = None, 0
-    for p in out_dir.glob("checkpoint-*"):
-        try:
-            s = int(p.name.split("-")[1])
-        except (IndexError, ValueError):
-            continue
-        if (p / "config.json").is_file() and s > step:
-            best, step = p, s
-    return best, step
-
-
 def train_cross_encoder(
     groups: Sequence[TrainingGroup],
     init_model: str | os.PathLike[str],
@@ -170,21 +146,19 @@ def train_cross_encoder(
         groups: Training groups; every group needs at least ``cfg.negatives`` negatives.
         init_model: Local folder of the initial encoder (e.g. all-MiniLM-L6-v2) or a
             cross-encoder checkpoint to continue from.
-        out_dir: Receives ``checkpoint-<step>/`` folders, ``train_log.jsonl`` and ``final/``.
+        out_dir: Receives ``checkpoint-<step>/`` (newest only), ``train_log.jsonl`` and
+            ``train_config.json``.
         cfg: Hyper-parameters (:class:`TrainConfig`).
         resume: Continue from the newest ``checkpoint-*`` in ``out_dir`` if there is one
-            (weights and step; the optimizer restarts with the schedule at that step).
+            (weights, step, data order and schedule; the optimizer moments restart).
 
     Returns:
         The folder of the final checkpoint (fp32).
     """
     import torch
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        get_linear_schedule_with_warmup,
-    )
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from .._train import batch_stream, latest_checkpoint, run_training
     from ..models import resolve_model
 
     cfg = cfg or TrainConfig()
@@ -196,79 +170,32 @@ def train_cross_encoder(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
-    start_from, step0 = _latest_checkpoint(out) if resume else (None, 0)
+    start_from, step0 = latest_checkpoint(out) if resume else (None, 0)
     src = start_from or resolve_model(init_model, owner="train_cross_encoder")
     tok = AutoTokenizer.from_pretrained(str(src), local_files_only=True)
     model = AutoModelForSequenceClassification.from_pretrained(str(src), num_labels=1, local_files_only=True)
     if cfg.freeze_embeddings:
         for p in model.base_model.embeddings.parameters():
             p.requires_grad_(False)
-    model.train()
-    steps_per_epoch = len(groups) // cfg.batch_size
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    no_decay = ("bias", "LayerNorm.weight")
-    params = [
-        {"params": [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith(no_decay)],
-         "weight_decay": cfg.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if p.requires_grad and n.endswith(no_decay)],
-         "weight_decay": 0.0},
-    ]
-    opt = torch.optim.AdamW(params, lr=cfg.lr)
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * total), total)
-    with warnings.catch_warnings():  # fast-forward the schedule when resuming
-        warnings.simplefilter("ignore")
-        for _ in range(step0):
-            sched.step()
-    batches = _batches(groups, cfg, rng)
-    for _ in range(step0):  # same data order as an uninterrupted run
-        next(batches)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * (len(groups) // cfg.batch_size)))
     (out / "train_config.json").write_text(json.dumps({**asdict(cfg), "init_model": str(init_model),
                                                        "groups": len(groups), "total_steps": total}, indent=1))
-    log = open(out / "train_log.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed below)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, initial=step0, desc="train reranker", unit="step")
-    t0, running = time.time(), None
-    for step in range(step0 + 1, total + 1):
-        batch = next(batches)
-        texts_q, texts_p = [], []
-        for g in batch:
-            negs = list(g.negs[: cfg.negatives])
-            for p in [g.pos, *negs]:
-                texts_q.append(g.query)
-                texts_p.append(p)
-        enc = tok(texts_q, texts_p, padding=True, truncation="longest_first", max_length=cfg.max_length,
-                  return_tensors="pt")
+    def loss_fn(batch: list[TrainingGroup]) -> Any:
+        q = [g.query for g in batch for _ in range(1 + cfg.negatives)]
+        p = [t for g in batch for t in (g.pos, *g.negs[: cfg.negatives])]
+        enc = tok(q, p, padding=True, truncation="longest_first", max_length=cfg.max_length, return_tensors="pt")
         scores = model(**enc).logits.view(len(batch), 1 + cfg.negatives)
-        loss = group_loss(scores, batch, cfg)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{running:.4f}")
-        if step % 10 == 0 or step == total:
-            log.write(json.dumps({"step": step, "loss": round(loss.item(), 5), "smoothed": round(running, 5),
-                                  "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1)}) + "\n")
-            log.flush()
-        if step % cfg.save_every == 0 or step == total:
-            ck = out / f"checkpoint-{step}"
-            model.save_pretrained(ck, safe_serialization=True)
-            tok.save_pretrained(ck)
-            for old in out.glob("checkpoint-*"):
-                if old != ck:
-                    shutil.rmtree(old, ignore_errors=True)
-    if bar is not None:
-        bar.close()
-    log.close()
-    final = out / f"checkpoint-{total}"
-    return final
+        return group_loss(scores, batch, cfg)
+
+    def save(ck: Path) -> None:
+        model.save_pretrained(ck, safe_serialization=True)
+        tok.save_pretrained(ck)
+
+    return run_training(model=model, batches=batch_stream(groups, cfg.batch_size, cfg.seed, skip=step0),
+                        loss_fn=loss_fn, save=save, out_dir=out, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                        warmup=cfg.warmup, total=total, step0=step0, save_every=cfg.save_every,
+                        desc="train reranker", progress=progress)
 
 
 def export_fp16(checkpoint: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:

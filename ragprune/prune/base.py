@@ -1,0 +1,68 @@
+"""The pruner interface: one required method, typed results."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from .._validate import check_query
+from ..rerank.base import as_candidates
+from ..text import SentenceSplitter, TokenCounter, count_tokens, sentence_spans
+from ..types import Document, DocumentLike, PrunedDocument, ScoredDocument
+
+__all__ = ["Pruner", "build_pruned"]
+
+
+def build_pruned(
+    doc: Document,
+    spans: Sequence[tuple[int, int]],
+    keep: Sequence[int],
+    score: float,
+    counter: TokenCounter = count_tokens,
+) -> PrunedDocument:
+    """Assemble a :class:`PrunedDocument` from sentence spans and the indices to keep.
+
+    Kept sentences are joined with a space in their original order; compression is the
+    fraction of the body's tokens (``counter``) that were removed.
+    """
+    sentences = tuple(doc.text[s:e] for s, e in spans)
+    kept = tuple(sorted(set(keep)))
+    text = " ".join(sentences[i] for i in kept)
+    total = counter(doc.text)
+    compression = 1.0 - counter(text) / total if total else 0.0
+    return PrunedDocument(document=doc, text=text, kept=kept, score=float(score),
+                          compression=max(0.0, min(1.0, compression)), sentences=sentences)
+
+
+class Pruner(ABC):
+    """Keeps the sentences of each document that help answer the query.
+
+    Subclasses implement :meth:`_prune_many` on validated input. ``splitter`` decides the
+    sentence units; ``token_counter`` measures compression.
+    """
+
+    splitter: SentenceSplitter = staticmethod(sentence_spans)  # type: ignore[assignment]
+    token_counter: TokenCounter = staticmethod(count_tokens)  # type: ignore[assignment]
+
+    def prune(self, query: str, docs: Sequence[ScoredDocument | DocumentLike]) -> list[PrunedDocument]:
+        """Prune every document for ``query``; one :class:`PrunedDocument` per input, in order.
+
+        Raises:
+            TypeError/ValueError: blank query or malformed documents.
+        """
+        return self.prune_many([query], [docs])[0]
+
+    def prune_many(self, queries: Sequence[str], docs: Sequence[Sequence[ScoredDocument | DocumentLike]]
+                   ) -> list[list[PrunedDocument]]:
+        """Batched :meth:`prune`: ``docs[i]`` are pruned for ``queries[i]``."""
+        owner = f"{type(self).__name__}.prune"
+        if isinstance(queries, (str, bytes)):
+            raise TypeError(f"{owner}: queries must be a list of str; use prune() for one query.")
+        queries = [check_query(q, owner) for q in queries]
+        if len(docs) != len(queries):
+            raise ValueError(f"{owner}: got {len(queries)} queries but {len(docs)} document lists.")
+        return self._prune_many(queries, [as_candidates(d, owner) for d in docs])
+
+    @abstractmethod
+    def _prune_many(self, queries: list[str], docs: list[list[Document]]) -> list[list[PrunedDocument]]:
+        """Prune validated input."""

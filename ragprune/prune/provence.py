@@ -1,0 +1,338 @@
+"""Provence-style pruning: one encoder pass both reranks a passage and labels its sentences.
+
+Following Chirkova et al. (2025), a cross-encoder reads ``[CLS] query [SEP] title + context
+[SEP]``. A ranking head on the pooled first token scores the passage; a token head gives
+every context token a keep probability. A sentence is kept when the mean keep probability of
+its tokens reaches ``threshold`` (0.1 in the paper). Contexts longer than the model window
+are cut into overlapping windows; every token is scored in every window it appears in and
+the probabilities are averaged, so nothing is silently dropped.
+
+Checkpoint layout (what :func:`save_provence` writes and :class:`ProvencePruner` loads)::
+
+    config.json, model.safetensors, tokenizer files   the encoder (a Hugging Face AutoModel)
+    provence_heads.safetensors                        rank_head.{weight,bias}, token_head.{weight,bias}
+    provence.json                                     {"format": "ragprune-provence", "version": 1, ...}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .._validate import check_number, check_positive_int
+from ..models import resolve_model
+from ..rerank.base import Reranker
+from ..text import SentenceSplitter, TokenCounter, count_tokens, sentence_spans
+from ..types import Document, PrunedDocument
+from .base import Pruner, build_pruned
+
+__all__ = ["ProvencePruner", "ProvenceModel", "load_provence", "save_provence"]
+
+DEFAULT_MODEL = "ragprune-provence"
+FORMAT = "ragprune-provence"
+VERSION = 1
+
+
+def _torch() -> Any:
+    try:
+        import torch
+        import transformers  # noqa: F401
+    except ImportError as e:
+        raise ImportError("ProvencePruner needs torch and transformers: pip install 'ragprune[rerank]'") from e
+    return torch
+
+
+def _model_class() -> Any:
+    torch = _torch()
+    nn = torch.nn
+
+    class _ProvenceModel(nn.Module):
+        """Encoder + ranking head (pooled first token) + token keep/drop head."""
+
+        def __init__(self, encoder: Any, dropout: float = 0.1) -> None:
+            super().__init__()
+            self.encoder = encoder
+            hidden = encoder.config.hidden_size
+            self.dropout = nn.Dropout(dropout)
+            self.rank_head = nn.Linear(hidden, 1)
+            self.token_head = nn.Linear(hidden, 1)
+
+        def forward(self, **enc: Any) -> tuple[Any, Any]:
+            out = self.encoder(**enc)
+            pooled = getattr(out, "pooler_output", None)
+            if pooled is None:
+                pooled = out.last_hidden_state[:, 0]
+            rank = self.rank_head(self.dropout(pooled)).squeeze(-1)
+            tokens = self.token_head(self.dropout(out.last_hidden_state)).squeeze(-1)
+            return rank, tokens
+
+    return _ProvenceModel
+
+
+def ProvenceModel(encoder: Any, dropout: float = 0.1) -> Any:  # noqa: N802 (factory keeps torch lazy)
+    """Build the two-head model around a Hugging Face encoder (``AutoModel``)."""
+    return _model_class()(encoder, dropout)
+
+
+def init_provence(init: str | os.PathLike[str]) -> tuple[Any, Any]:
+    """A new model from an encoder folder or a sequence-classification cross-encoder.
+
+    When ``init`` is a cross-encoder (e.g. the shipped reranker), its pooler and classifier
+    become the ranking head, so the model ranks like the reranker from step 0.
+    """
+    _torch()
+    from safetensors import safe_open
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_model(init, owner="init_provence")
+    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    encoder = AutoModel.from_pretrained(str(path), local_files_only=True, add_pooling_layer=True)
+    model = ProvenceModel(encoder)
+    weights = path / "model.safetensors"
+    if weights.is_file():
+        with safe_open(str(weights), "pt") as f:
+            keys = set(f.keys())
+            if {"classifier.weight", "classifier.bias"} <= keys:
+                model.rank_head.weight.data.copy_(f.get_tensor("classifier.weight").float())
+                model.rank_head.bias.data.copy_(f.get_tensor("classifier.bias").float())
+    return tok, model
+
+
+def save_provence(model: Any, tokenizer: Any, dest: str | os.PathLike[str], *, fp16: bool = False,
+                  extra: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint in the layout described in the module docstring."""
+    torch = _torch()
+    from safetensors.torch import save_file
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    dtype = torch.float16 if fp16 else torch.float32
+    enc = model.encoder
+    if fp16:
+        import copy
+
+        enc = copy.deepcopy(enc).to(dtype)
+    enc.save_pretrained(dest, safe_serialization=True)
+    tokenizer.save_pretrained(dest)
+    heads = {f"{name}.{p}": getattr(getattr(model, name), p).detach().to(dtype).contiguous()
+             for name in ("rank_head", "token_head") for p in ("weight", "bias")}
+    save_file(heads, str(dest / "provence_heads.safetensors"))
+    (dest / "provence.json").write_text(json.dumps({"format": FORMAT, "version": VERSION, **(extra or {})}, indent=1))
+    return dest
+
+
+def load_provence(model: str | os.PathLike[str], *, owner: str = "ProvencePruner") -> tuple[Any, Any, Path]:
+    """Load ``(tokenizer, model, path)`` from a checkpoint folder (fp32, eval mode).
+
+    Raises:
+        ragprune.models.ModelNotFoundError: no such folder.
+        ValueError: the folder is not a ragprune Provence checkpoint or is corrupt.
+    """
+    _torch()
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    path = resolve_model(model, owner=owner)
+    meta_path = path / "provence.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{owner}: {path} is not a ragprune Provence checkpoint ({meta_path.name} missing or "
+                         f"corrupt: {e}); train one with models/recipes/provence.py.") from e
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise ValueError(f"{owner}: {meta_path} has format {meta.get('format')!r} v{meta.get('version')}; "
+                         f"expected {FORMAT!r} v{VERSION}.")
+    try:
+        cfg = AutoConfig.from_pretrained(str(path), local_files_only=True)
+        if getattr(cfg, "auto_map", None):
+            raise ValueError("the encoder config asks for remote code, which ragprune never runs")
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        encoder = AutoModel.from_pretrained(str(path), local_files_only=True, add_pooling_layer=True)
+        net = ProvenceModel(encoder)
+        with safe_open(str(path / "provence_heads.safetensors"), "pt") as f:
+            for name in ("rank_head", "token_head"):
+                for p in ("weight", "bias"):
+                    getattr(getattr(net, name), p).data.copy_(f.get_tensor(f"{name}.{p}").float())
+    except Exception as e:
+        raise ValueError(f"{owner}: could not load the Provence checkpoint at {path} ({type(e).__name__}: {e}).") from e
+    return tok, net.float().eval(), path
+
+
+class ProvencePruner(Pruner, Reranker):
+    """Sentence-level context pruning (and reranking) with a two-head encoder.
+
+    Args:
+        model: Checkpoint folder, or ``"ragprune-provence"`` (default: the model shipped in
+            ``models/``).
+        threshold: Keep a sentence when its mean token keep-probability is >= this, in [0, 1].
+            Lower keeps more (higher recall); 0.1 is the paper's default.
+        always_select_title: Prepend the document title to the kept text.
+        reorder: Return documents sorted by the ranking score instead of input order.
+        top_k: With ``reorder``, keep only the ``top_k`` best documents.
+        batch_size: Windows per forward pass.
+        max_length: Tokens per window (query + context); longer contexts use several windows.
+        stride: Context tokens shared by consecutive windows.
+        splitter: Sentence splitter (character spans); default blingfire.
+        token_counter: Counts tokens for the compression figure.
+
+    Example:
+        >>> pruner = ProvencePruner()                                          # doctest: +SKIP
+        >>> out = pruner.prune("what causes scurvy", ["Scurvy is caused by ..."])  # doctest: +SKIP
+        >>> out[0].text, out[0].compression                                    # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] = DEFAULT_MODEL,
+        *,
+        threshold: float = 0.1,
+        always_select_title: bool = False,
+        reorder: bool = False,
+        top_k: int | None = None,
+        batch_size: int = 16,
+        max_length: int = 512,
+        stride: int = 64,
+        sentence_order: Literal["original", "score"] = "original",
+        splitter: SentenceSplitter = sentence_spans,
+        token_counter: TokenCounter = count_tokens,
+        device: str = "cpu",
+    ) -> None:
+        owner = "ProvencePruner"
+        self.threshold = check_number(threshold, "threshold", owner, low=0.0, high=1.0)
+        self.always_select_title = bool(always_select_title)
+        self.reorder = bool(reorder)
+        self.top_k = None if top_k is None else check_positive_int(top_k, "top_k", owner)
+        self.batch_size = check_positive_int(batch_size, "batch_size", owner)
+        self.max_length = check_positive_int(max_length, "max_length", owner)
+        self.stride = int(stride)
+        if sentence_order not in ("original", "score"):
+            raise ValueError(f"{owner}: unknown sentence_order {sentence_order!r}; expected 'original' or 'score'.")
+        self.sentence_order = sentence_order
+        self.splitter = splitter
+        self.token_counter = token_counter
+        self.tokenizer, net, self.path = load_provence(model)
+        self.model = net.to(device)
+        self.device = device
+        if self.max_length > self.tokenizer.model_max_length:
+            self.max_length = int(self.tokenizer.model_max_length)
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ model pass
+    def _context(self, doc: Document) -> tuple[str, int]:
+        """The text the model reads and the offset of ``doc.text`` inside it."""
+        if doc.title:
+            prefix = doc.title + "\n"
+            return prefix + doc.text, len(prefix)
+        return doc.text, 0
+
+    def infer(self, queries: Sequence[str], docs: Sequence[Document],
+              spans: Sequence[Sequence[tuple[int, int]]] | None = None) -> list[tuple[float, np.ndarray]]:
+        """Run the model on ``(query, doc)`` pairs.
+
+        Args:
+            spans: Per document, the sentence spans of ``doc.text`` to score (default: none).
+
+        Returns:
+            Per pair: the ranking score (max over windows) and the mean token keep-probability
+            of every sentence (over all its tokens in all windows; 0 for a sentence with no token).
+        """
+        torch = _torch()
+        spans = spans if spans is not None else [[] for _ in docs]
+        out: list[tuple[float, np.ndarray]] = []
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(docs), self.batch_size):
+                sl = slice(start, start + self.batch_size)
+                out.extend(self._infer_batch(queries[sl], docs[sl], spans[sl]))
+        return out
+
+    def _infer_batch(self, queries: Sequence[str], docs: Sequence[Document],
+                     spans: Sequence[Sequence[tuple[int, int]]]) -> list[tuple[float, np.ndarray]]:
+        torch = _torch()
+        q_max = max(8, self.max_length // 4)  # very long queries are cut to leave room for context
+        queries = [self.tokenizer.convert_tokens_to_string(self.tokenizer.tokenize(q)[:q_max]) for q in queries]
+        contexts = [self._context(d) for d in docs]
+        enc = self.tokenizer(list(queries), [c for c, _ in contexts], truncation="only_second",
+                             max_length=self.max_length, stride=min(self.stride, self.max_length // 4),
+                             return_overflowing_tokens=True, return_offsets_mapping=True, padding=True,
+                             return_tensors="pt")
+        sample = enc.pop("overflow_to_sample_mapping").tolist()
+        offsets = enc.pop("offset_mapping").numpy()
+        rank_all, probs_all = [], []
+        for s in range(0, len(sample), self.batch_size):
+            batch = {k: v[s : s + self.batch_size].to(self.device) for k, v in enc.items()}
+            rank, tok = self.model(**batch)
+            rank_all.append(rank.float().cpu())
+            probs_all.append(torch.sigmoid(tok.float()).cpu())
+        rank = torch.cat(rank_all).tolist()
+        probs = torch.cat(probs_all).numpy()
+        best = [float("-inf")] * len(docs)
+        sums = [np.zeros(len(sp)) for sp in spans]
+        counts = [np.zeros(len(sp)) for sp in spans]
+        for w, i in enumerate(sample):
+            best[i] = max(best[i], rank[w])
+            if not len(spans[i]):
+                continue
+            in_context = np.array([sid == 1 for sid in enc.sequence_ids(w)])
+            pos = offsets[w, :, 0] - contexts[i][1]
+            starts = np.array([a for a, _ in spans[i]])
+            ends = np.array([b for _, b in spans[i]])
+            j = np.searchsorted(starts, pos, side="right") - 1
+            ok = in_context & (pos >= 0) & (j >= 0)
+            ok[ok] &= pos[ok] < ends[j[ok]]
+            np.add.at(sums[i], j[ok], probs[w][ok])
+            np.add.at(counts[i], j[ok], 1)
+        return [(best[i], sums[i] / np.maximum(counts[i], 1)) for i in range(len(docs))]
+
+    # ------------------------------------------------------------------ Reranker protocol
+    def score(self, queries: Sequence[str], docs: Sequence[Document]) -> list[float]:
+        return [r for r, _ in self.infer(queries, docs)]
+
+    # ------------------------------------------------------------------ Pruner protocol
+    def sentence_scores(self, query: str, doc: Document) -> tuple[list[tuple[int, int]], np.ndarray, float]:
+        """Sentence spans of ``doc.text``, their mean keep-probabilities, and the ranking score."""
+        spans = list(self.splitter(doc.text))
+        rank, scores = self.infer([query], [doc], [spans])[0]
+        return spans, scores, rank
+
+    def _prune_many(self, queries: list[str], docs: list[list[Document]]) -> list[list[PrunedDocument]]:
+        flat_q = [q for q, ds in zip(queries, docs) for _ in ds]
+        flat_d = [d for ds in docs for d in ds]
+        flat_s = [list(self.splitter(d.text)) for d in flat_d]
+        raw = self.infer(flat_q, flat_d, flat_s) if flat_d else []
+        out, pos = [], 0
+        for ds in docs:
+            pruned = []
+            for d in ds:
+                rank, scores = raw[pos]
+                keep = [j for j, s in enumerate(scores) if s >= self.threshold]
+                pruned.append(self._build(d, flat_s[pos], keep, scores, rank))
+                pos += 1
+            if self.reorder:
+                pruned.sort(key=lambda p: -p.score)
+                if self.top_k is not None:
+                    pruned = pruned[: self.top_k]
+            out.append(pruned)
+        return out
+
+    def _build(self, doc: Document, spans: list[tuple[int, int]], keep: list[int], scores: np.ndarray,
+               rank: float) -> PrunedDocument:
+        p = build_pruned(doc, spans, keep, rank, self.token_counter)
+        text = p.text
+        if self.sentence_order == "score" and keep:
+            text = " ".join(p.sentences[j] for j in sorted(keep, key=lambda j: -scores[j]))
+        if self.always_select_title and doc.title:
+            text = f"{doc.title}\n{text}" if text else doc.title
+        if text != p.text:
+            from dataclasses import replace
+
+            p = replace(p, text=text)
+        return p
+
+    def __repr__(self) -> str:
+        return f"ProvencePruner({str(self.path)!r}, threshold={self.threshold})"
