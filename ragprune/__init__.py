@@ -22,6 +22,8 @@ _LAZY = {
     "Retriever": "ragprune.retrieve.base",
     "Reranker": "ragprune.rerank.base",
     "CrossEncoderReranker": "ragprune.rerank.cross_encoder",
+    "Pruner": "ragprune.prune.base",
+    "ProvencePruner": "ragprune.prune.provence",
     "Analyzer": "ragprune.text",
     "count_tokens": "ragprune.text",
     "split_sentences": "ragprune.text",

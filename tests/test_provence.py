@@ -1,0 +1,166 @@
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from ragprune import Document, ProvencePruner, PrunedDocument  # noqa: E402
+from ragprune.prune.provence import init_provence, save_provence  # noqa: E402
+from ragprune.prune.train import (  # noqa: E402
+    PrunerTrainConfig,
+    PruningExample,
+    read_examples,
+    token_labels,
+    train_pruner,
+    write_examples,
+)
+from ragprune.text import sentence_spans  # noqa: E402
+from tests.test_cross_encoder import make_tiny_cross_encoder  # noqa: E402
+
+TEXT = "Scurvy is caused by a lack of vitamin C in the diet. Paris is in France. Cats purr when happy."
+
+
+@pytest.fixture(scope="module")
+def tiny_provence(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prov")
+    ce = make_tiny_cross_encoder(root / "ce")
+    tok, model = init_provence(ce)
+    return save_provence(model, tok, root / "provence")
+
+
+@pytest.fixture(scope="module")
+def pruner(tiny_provence):
+    return ProvencePruner(tiny_provence, threshold=0.5, max_length=64, stride=8)
+
+
+def test_prune_structure(pruner):
+    out = pruner.prune("what causes scurvy", [Document(id="a", text=TEXT, title="Health"), "Second doc. Two."])
+    assert [p.id for p in out] == ["a", "1"]
+    p = out[0]
+    assert isinstance(p, PrunedDocument)
+    assert p.sentences == tuple(TEXT[s:e] for s, e in sentence_spans(TEXT))
+    assert p.text == " ".join(p.sentences[i] for i in p.kept)
+    assert list(p.kept) == sorted(p.kept)
+    assert 0.0 <= p.compression <= 1.0
+
+
+def test_threshold_extremes(tiny_provence):
+    doc = [Document(id="a", text=TEXT)]
+    keep_all = ProvencePruner(tiny_provence, threshold=0.0).prune("q", doc)[0]
+    assert keep_all.kept == (0, 1, 2) and keep_all.compression == 0.0 and keep_all.text == " ".join(keep_all.sentences)
+    drop_all = ProvencePruner(tiny_provence, threshold=1.0).prune("q", doc)[0]
+    assert drop_all.kept == () and drop_all.text == "" and drop_all.compression == 1.0
+
+
+def test_long_context_is_windowed_not_cut(pruner):
+    sents = [f"Sentence number {i} talks about topic {i % 7}." for i in range(120)]
+    doc = Document(id="long", text=" ".join(sents))
+    spans, scores, rank = pruner.sentence_scores("topic 3", doc)
+    assert len(spans) == 120
+    assert np.all(scores > 0)  # every sentence, also the last, was seen by the model
+    assert np.isfinite(rank)
+
+
+def test_rank_score_and_reranker_protocol(pruner):
+    docs = [Document(id="a", text=TEXT), Document(id="b", text="Unrelated words here.")]
+    ranked = pruner.rerank("scurvy", docs)
+    assert sorted(h.id for h in ranked) == ["a", "b"]
+    pruned = pruner.prune("scurvy", docs)
+    assert {p.id: p.score for p in pruned} == pytest.approx({h.id: h.score for h in ranked}, abs=1e-5)
+
+
+def test_reorder_and_top_k(tiny_provence):
+    docs = [Document(id=str(i), text=f"Passage {i} about things. More text {i}.") for i in range(4)]
+    out = ProvencePruner(tiny_provence, reorder=True, top_k=2).prune("things", docs)
+    assert len(out) == 2 and out[0].score >= out[1].score
+
+
+def test_empty_title_only_and_one_sentence(pruner):
+    empty = pruner.prune("q", [Document(id="e", text="")])[0]
+    assert empty.text == "" and empty.kept == () and empty.compression == 0.0
+    title_only = ProvencePruner(pruner.path, always_select_title=True).prune("q", [Document(id="t", text="", title="A title")])[0]
+    assert title_only.text == "A title"
+    one = ProvencePruner(pruner.path, threshold=0.0).prune("q", ["Just one sentence"])[0]
+    assert one.kept == (0,)
+
+
+def test_options_do_not_leak_and_input_untouched(tiny_provence):
+    docs = [Document(id="a", text=TEXT)]
+    a = ProvencePruner(tiny_provence, threshold=0.0)
+    before = a.prune("q", docs)
+    ProvencePruner(tiny_provence, threshold=1.0).prune("q", docs)
+    assert a.prune("q", docs) == before
+    assert docs[0].text == TEXT
+
+
+@pytest.mark.parametrize("kwargs, exc, msg", [
+    ({"threshold": 1.5}, ValueError, "threshold must be <= 1.0"),
+    ({"threshold": -0.1}, ValueError, "threshold must be >= 0.0"),
+    ({"threshold": "high"}, TypeError, "threshold must be a number"),
+    ({"top_k": 0}, ValueError, "top_k must be >= 1"),
+    ({"sentence_order": "random"}, ValueError, "unknown sentence_order"),
+])
+def test_bad_options(tiny_provence, kwargs, exc, msg):
+    with pytest.raises(exc, match=msg):
+        ProvencePruner(tiny_provence, **kwargs)
+
+
+def test_bad_checkpoint(tmp_path, tiny_provence):
+    with pytest.raises(ValueError, match="not a ragprune Provence checkpoint"):
+        ProvencePruner(make_tiny_cross_encoder(tmp_path / "ce"))
+    meta = tiny_provence / "provence.json"
+    saved = meta.read_text()
+    try:
+        meta.write_text(json.dumps({"format": "ragprune-provence", "version": 99}))
+        with pytest.raises(ValueError, match="expected 'ragprune-provence' v1"):
+            ProvencePruner(tiny_provence)
+    finally:
+        meta.write_text(saved)
+
+
+def test_bad_queries(pruner):
+    with pytest.raises(ValueError, match="query is empty"):
+        pruner.prune("  ", [TEXT])
+    with pytest.raises(TypeError, match="docs must be a list"):
+        pruner.prune("q", TEXT)
+
+
+def test_token_labels():
+    spans = [(0, 5), (6, 11)]
+    offsets = np.array([[0, 0], [0, 3], [0, 0], [0, 4], [6, 8], [8, 11], [12, 13], [0, 0]])
+    seq = [None, 0, None, 1, 1, 1, 1, None]
+    # context = "T\n" + text: token at context offset 0..? text_offset=0 here
+    lab = token_labels(offsets, seq, 0, spans, [1, 0])
+    assert lab.tolist() == [-100, -100, -100, 1, 0, 0, 0, -100]
+    # title tokens (before text_offset) are ignored
+    assert token_labels(np.array([[0, 2], [3, 5]]), [1, 1], 3, [(0, 2)], [1]).tolist() == [-100, 1]
+
+
+def _examples(n=8):
+    spans = tuple(sentence_spans(TEXT))
+    return [PruningExample(query="what causes scurvy", title="Health", text=TEXT, spans=spans,
+                           labels=(1, 0, 0), relevant=1.0, source="t") if i % 2 == 0 else
+            PruningExample(query="capital of France", title="", text=TEXT, spans=spans, labels=(0, 1, 0),
+                           relevant=0.0, source="t") for i in range(n)]
+
+
+def test_examples_round_trip(tmp_path):
+    write_examples(tmp_path / "e.jsonl", _examples(3))
+    assert read_examples(tmp_path / "e.jsonl") == _examples(3)
+    with pytest.raises(ValueError, match="2 spans but 1 labels"):
+        PruningExample("q", "", "a. b.", ((0, 2), (3, 5)), (1,), 1.0)
+
+
+def test_smoke_training_learns_and_loads(tmp_path):
+    ce = make_tiny_cross_encoder(tmp_path / "ce")
+    cfg = PrunerTrainConfig(batch_size=4, max_length=48, max_steps=30, save_every=15, lr=3e-3, threads=1,
+                            freeze_embeddings=False)
+    final = train_pruner(_examples(), ce, tmp_path / "run", cfg, progress=False)
+    assert (final / "provence.json").is_file()
+    logged = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert logged[-1]["loss"] < logged[0]["loss"]
+    p = ProvencePruner(final, threshold=0.5)
+    _, scores, _ = p.sentence_scores("what causes scurvy", Document(id="x", text=TEXT, title="Health"))
+    assert scores[0] > scores[2]  # learned: the scurvy sentence beats the cats sentence
