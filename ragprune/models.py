@@ -26,6 +26,8 @@ ALIASES = {
 SHIPPED = {
     "ragprune-reranker": "ragprune-reranker-minilm-l6",
     "ragprune-reranker-minilm-l6": "ragprune-reranker-minilm-l6",
+    "ragprune-provence": "ragprune-provence-minilm-l6",
+    "ragprune-provence-minilm-l6": "ragprune-provence-minilm-l6",
 }
 REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
 

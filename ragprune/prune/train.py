@@ -118,6 +118,7 @@ class PrunerTrainConfig:
     seed: int = 13
     threads: int | None = None
     freeze_embeddings: bool = True
+    head_lr_mult: float = 20.0
 
 
 def train_pruner(
@@ -189,4 +190,4 @@ def train_pruner(
     return run_training(model=model, batches=batch_stream(list(examples), cfg.batch_size, cfg.seed, skip=step0),
                         loss_fn=loss_fn, save=save, out_dir=out, lr=cfg.lr, weight_decay=cfg.weight_decay,
                         warmup=cfg.warmup, total=total, step0=step0, save_every=cfg.save_every,
-                        desc="train pruner", progress=progress)
+                        desc="train pruner", head_lr_mult=cfg.head_lr_mult, progress=progress)

@@ -97,6 +97,7 @@ class TrainConfig:
     seed: int = 13
     threads: int | None = None
     freeze_embeddings: bool = True
+    head_lr_mult: float = 20.0
     losses: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
@@ -195,7 +196,7 @@ def train_cross_encoder(
     return run_training(model=model, batches=batch_stream(groups, cfg.batch_size, cfg.seed, skip=step0),
                         loss_fn=loss_fn, save=save, out_dir=out, lr=cfg.lr, weight_decay=cfg.weight_decay,
                         warmup=cfg.warmup, total=total, step0=step0, save_every=cfg.save_every,
-                        desc="train reranker", progress=progress)
+                        desc="train reranker", head_lr_mult=cfg.head_lr_mult, progress=progress)
 
 
 def export_fp16(checkpoint: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:

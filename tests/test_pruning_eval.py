@@ -1,0 +1,54 @@
+import json
+
+import numpy as np
+import pytest
+
+from ragprune.eval.pruning_data import load_pruning_set
+
+
+def test_pruning_sets_have_consistent_labels(shared_data):
+    for ds, split in [("scifact", "heldout"), ("hotpotqa", "heldout"), ("squad", "heldout")]:
+        qs = load_pruning_set(shared_data, ds, split, limit=20)
+        assert qs and all(q.passages for q in qs)
+        for q in qs:
+            assert any(p.relevant for p in q.passages)
+            for p in q.passages:
+                assert len(p.spans) == len(p.labels)
+                assert all(0 <= a < b <= len(p.document.text) for a, b in p.spans)
+
+
+def test_scifact_heldout_matches_the_release(shared_data):
+    qs = load_pruning_set(shared_data, "scifact", "heldout")
+    assert len(qs) == 188  # claims_dev with evidence
+    assert sum(sum(p.labels) for q in qs for p in q.passages) == 366
+
+
+def test_squad_answers_lie_in_labelled_sentences(shared_data):
+    for q in load_pruning_set(shared_data, "squad", "heldout", limit=50):
+        gold = q.passages[0]
+        kept = " ".join(gold.document.text[a:b] for (a, b), y in zip(gold.spans, gold.labels) if y)
+        assert any(a in kept for a in q.answers)
+
+
+def test_splits_do_not_overlap(shared_data):
+    train = {q.id for q in load_pruning_set(shared_data, "hotpotqa", "train")}
+    held = {q.id for q in load_pruning_set(shared_data, "hotpotqa", "heldout")}
+    assert train and held and not train & held
+    with pytest.raises(ValueError, match="unknown split 'dev' for squad"):
+        load_pruning_set(shared_data, "squad", "dev")
+
+
+def test_eval_pruning_script(shared_data, tmp_path):
+    from eval.pruning import main
+
+    out = tmp_path / "p.json"
+    assert main(["--shared", str(shared_data), "--datasets", "hotpotqa", "--provence", "none",
+                 "--json", str(out), "--plot", str(tmp_path / "p.png")]) == 0
+    res = json.loads(out.read_text())["results"][0]
+    s = res["summary"]
+    assert s["oracle"]["recall@ref"] == 1.0 and s["keep-all"]["compression"] == 0.0
+    assert s["bm25"]["recall@50%"] > s["random"]["recall@50%"]
+    for pts in res["curves"].values():
+        assert all(0 <= p["recall"] <= 1 and 0 <= p["compression"] <= 1 for p in pts)
+    assert np.isclose(s["oracle"]["f2@ref"], 1.0)
+    assert (tmp_path / "p.png").stat().st_size > 1000
