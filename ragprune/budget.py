@@ -1,0 +1,101 @@
+"""One token budget for every stage: keep the highest-value units until the budget is met.
+
+A *unit* is whatever a scorer ranked: a document, a sentence, an HTML block. Scoring and
+budgeting are separate steps (as in HtmlRAG's ``prune_HTML``): scorers order units, this
+function decides what fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ._validate import check_positive_int
+from .text import TokenCounter, count_tokens
+
+__all__ = ["Unit", "Budgeted", "fill_budget"]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A scored piece of text.
+
+    Attributes:
+        group: Which document (or page) the unit belongs to; output keeps groups together.
+        position: Order of the unit inside its group (output keeps this order).
+        text: The unit's text.
+        score: Value of the unit; higher is kept first.
+    """
+
+    group: int
+    position: int
+    text: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Budgeted:
+    """Result of :func:`fill_budget`.
+
+    Attributes:
+        units: Kept units, grouped by ``group`` (groups in order of their best unit) and in
+            ``position`` order inside a group.
+        tokens: Tokens of the kept units (by the counter used).
+        truncated: True when even the best unit exceeded the budget, so it was cut to fit.
+    """
+
+    units: tuple[Unit, ...]
+    tokens: int
+    truncated: bool
+
+
+def _truncate(text: str, max_tokens: int, counter: TokenCounter) -> str:
+    """Longest word-boundary prefix of ``text`` with at most ``max_tokens`` tokens."""
+    words = text.split(" ")
+    lo, hi = 0, len(words)
+    while lo < hi:  # binary search on the number of words
+        mid = (lo + hi + 1) // 2
+        if counter(" ".join(words[:mid])) <= max_tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    return " ".join(words[:lo])
+
+
+def fill_budget(units: Sequence[Unit], max_tokens: int, counter: TokenCounter = count_tokens,
+                group_cost: Mapping[int, int] | None = None) -> Budgeted:
+    """Keep the highest-scoring units whose tokens fit in ``max_tokens``.
+
+    Greedy by score (ties: lower group, then lower position); a unit that does not fit is
+    skipped and smaller ones may still fill the rest. ``group_cost`` charges extra tokens the
+    first time a group is used (e.g. a citation header per document). If no unit fits at all,
+    the best unit is truncated to the budget and ``truncated`` is set, so the result is never
+    empty for non-empty input.
+
+    Raises:
+        ValueError/TypeError: ``max_tokens`` is not a positive int.
+    """
+    check_positive_int(max_tokens, "max_tokens", "fill_budget")
+    order = sorted(range(len(units)), key=lambda i: (-units[i].score, units[i].group, units[i].position))
+    extra = group_cost or {}
+    kept: list[Unit] = []
+    opened: set[int] = set()
+    used = 0
+    for i in order:
+        u = units[i]
+        n = counter(u.text) + (0 if u.group in opened else extra.get(u.group, 0))
+        if used + n <= max_tokens:
+            kept.append(u)
+            opened.add(u.group)
+            used += n
+    truncated = False
+    if not kept and order:
+        best = units[order[0]]
+        head = extra.get(best.group, 0)
+        cut = _truncate(best.text, max(0, max_tokens - head), counter)
+        kept, used, truncated = [Unit(best.group, best.position, cut, best.score)], counter(cut) + head, True
+    rank = {}
+    for u in sorted(kept, key=lambda u: (-u.score, u.group, u.position)):
+        rank.setdefault(u.group, len(rank))
+    kept.sort(key=lambda u: (rank[u.group], u.position))
+    return Budgeted(tuple(kept), used, truncated)

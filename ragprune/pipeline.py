@@ -1,0 +1,166 @@
+"""Retrieve -> rerank -> prune -> one token budget: the context an LLM should read."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from ._validate import check_positive_int, check_queries
+from .budget import Unit, fill_budget
+from .prune.base import Pruner, build_pruned
+from .rerank.base import Reranker
+from .retrieve.base import Retriever
+from .text import TokenCounter, count_tokens, sentence_spans
+from .types import PrunedDocument, ScoredDocument
+
+__all__ = ["Pipeline", "Context"]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What :meth:`Pipeline.run` returns.
+
+    Attributes:
+        query: The question.
+        text: The final context: one block per document, ``[doc id] title`` then its kept text,
+            documents in relevance order.
+        documents: The documents in ``text`` with their kept sentences (after the budget).
+        tokens: Tokens in ``text`` (by the pipeline's token counter).
+        truncated: True when the budget was smaller than the best sentence, which was cut.
+        stats: Seconds per stage (``seconds_retrieve`` ...), tokens after each stage
+            (``tokens_candidates``: bodies of the top documents unpruned; ``tokens_pruned``;
+            ``tokens_final``: the whole context with headers) and ``compression`` (share of
+            the candidates' body tokens removed).
+    """
+
+    query: str
+    text: str
+    documents: tuple[PrunedDocument, ...]
+    tokens: int
+    truncated: bool
+    stats: Mapping[str, float] = field(default_factory=dict)
+
+
+class Pipeline:
+    """Wire the stages; every stage but the retriever is optional.
+
+    Args:
+        retriever: Any :class:`~ragprune.retrieve.base.Retriever`.
+        reranker: Optional :class:`~ragprune.rerank.base.Reranker` applied to the candidates.
+        pruner: Optional :class:`~ragprune.prune.base.Pruner` applied to the top documents.
+        max_tokens: The one budget for the final context.
+        candidates: How many documents the retriever returns (the reranker's input).
+        top_k: How many documents go on to pruning and budgeting.
+        token_counter: Counts tokens for the budget and the stats.
+
+    Example:
+        >>> pipe = Pipeline(BM25Retriever.from_documents(docs), CrossEncoderReranker(),   # doctest: +SKIP
+        ...                 ProvencePruner(), max_tokens=1000)
+        >>> ctx = pipe.run("what causes scurvy")                                          # doctest: +SKIP
+        >>> print(ctx.text, ctx.stats["compression"])                                     # doctest: +SKIP
+    """
+
+    def __init__(self, retriever: Retriever, reranker: Reranker | None = None, pruner: Pruner | None = None, *,
+                 max_tokens: int = 1000, candidates: int = 100, top_k: int = 10,
+                 token_counter: TokenCounter = count_tokens) -> None:
+        owner = "Pipeline"
+        if not callable(getattr(retriever, "retrieve_many", None)):
+            raise TypeError(f"{owner}: retriever must have retrieve_many(queries, k), got {type(retriever).__name__}.")
+        if reranker is not None and not callable(getattr(reranker, "rerank_many", None)):
+            raise TypeError(f"{owner}: reranker must have rerank_many(queries, docs, k), got {type(reranker).__name__}.")
+        if pruner is not None and not callable(getattr(pruner, "prune_many", None)):
+            raise TypeError(f"{owner}: pruner must have prune_many(queries, docs), got {type(pruner).__name__}.")
+        self.retriever, self.reranker, self.pruner = retriever, reranker, pruner
+        self.max_tokens = check_positive_int(max_tokens, "max_tokens", owner)
+        self.candidates = check_positive_int(candidates, "candidates", owner)
+        self.top_k = check_positive_int(top_k, "top_k", owner)
+        self.token_counter = token_counter
+
+    def run(self, query: str) -> Context:
+        """Build the context for one question (see :class:`Context`)."""
+        return self.run_many([query])[0]
+
+    def run_many(self, queries: Sequence[str]) -> list[Context]:
+        """Batched :meth:`run`: each stage processes all queries at once."""
+        qs = check_queries(queries, "Pipeline.run")
+        if not qs:
+            return []
+        stats: list[dict[str, float]] = [{} for _ in qs]
+        t = time.perf_counter()
+        hits = self.retriever.retrieve_many(qs, k=max(self.candidates, self.top_k))
+        self._time(stats, "retrieve", t)
+        t = time.perf_counter()
+        if self.reranker is not None:
+            top = self.reranker.rerank_many(qs, hits, k=self.top_k)
+        else:
+            top = [h[: self.top_k] for h in hits]
+        self._time(stats, "rerank", t)
+        t = time.perf_counter()
+        pruned = self.pruner.prune_many(qs, top) if self.pruner is not None else [[self._keep_all(h) for h in hs] for hs in top]
+        self._time(stats, "prune", t)
+        t = time.perf_counter()
+        out = [self._budget(q, ranked, p, s) for q, ranked, p, s in zip(qs, top, pruned, stats)]
+        self._time(stats, "budget", t)
+        return out
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _time(stats: list[dict[str, float]], stage: str, start: float) -> None:
+        dt = (time.perf_counter() - start) / len(stats)
+        for s in stats:
+            s[f"seconds_{stage}"] = dt
+
+    def _keep_all(self, hit: ScoredDocument) -> PrunedDocument:
+        spans = sentence_spans(hit.document.text)
+        return build_pruned(hit.document, spans, range(len(spans)), hit.score, self.token_counter)
+
+    def _budget(self, query: str, ranked: list[ScoredDocument], pruned: list[PrunedDocument],
+                stats: dict[str, float]) -> Context:
+        order = {h.document.id: i for i, h in enumerate(ranked)}  # the reranker's order decides value
+        pruned = sorted(pruned, key=lambda p: order.get(p.id, len(order)))
+        units = [Unit(g, j, p.sentences[j], float(-g)) for g, p in enumerate(pruned) for j in p.kept]
+        header = {g: f"[{p.id}] {p.document.title}".rstrip() for g, p in enumerate(pruned)}
+        budget = fill_budget(units, self.max_tokens, self.token_counter,
+                             group_cost={g: self.token_counter(h) for g, h in header.items()})
+        kept: dict[int, list[int]] = {}
+        for u in budget.units:
+            kept.setdefault(u.group, []).append(u.position)
+        docs, blocks = [], []
+        for g, positions in kept.items():
+            p = pruned[g]
+            doc = build_pruned(p.document, _spans_of(p), positions, p.score, self.token_counter)
+            if budget.truncated:
+                from dataclasses import replace
+
+                doc = replace(doc, text=budget.units[0].text)
+            docs.append(doc)
+            blocks.append(f"{header[g]}\n{doc.text}")
+        text = "\n\n".join(blocks)
+        candidates = sum(self.token_counter(h.document.text) for h in ranked)
+        final = self.token_counter(text)
+        body = sum(self.token_counter(d.text) for d in docs)
+        stats.update({"tokens_candidates": float(candidates),
+                      "tokens_pruned": float(sum(self.token_counter(p.text) for p in pruned)),
+                      "tokens_final": float(final),
+                      "compression": max(0.0, 1.0 - body / candidates) if candidates else 0.0})
+        return Context(query, text, tuple(docs), final, budget.truncated, MappingProxyType(stats))
+
+    def __repr__(self) -> str:
+        parts = [repr(self.retriever), repr(self.reranker), repr(self.pruner)]
+        return f"Pipeline({', '.join(parts)}, max_tokens={self.max_tokens})"
+
+
+def _spans_of(p: PrunedDocument) -> list[tuple[int, int]]:
+    """Recover the sentence spans of a pruned document from its sentence texts."""
+    spans, pos = [], 0
+    text = p.document.text
+    for s in p.sentences:
+        start = text.find(s, pos)
+        if start < 0:  # splitter produced text not verbatim in the document
+            start = pos
+        spans.append((start, start + len(s)))
+        pos = start + len(s)
+    return spans
+

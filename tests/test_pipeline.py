@@ -1,0 +1,92 @@
+import threading
+
+import pytest
+
+from ragprune import BM25Retriever, Document
+from ragprune.budget import Unit, fill_budget
+from ragprune.pipeline import Context, Pipeline
+from ragprune.prune.baselines import LeadPruner
+from ragprune.text import count_tokens
+
+
+def test_fill_budget_greedy_by_score_then_document_order():
+    units = [Unit(0, 0, "a b c", 1.0), Unit(0, 1, "d e", 3.0), Unit(1, 0, "f g h i", 2.0), Unit(1, 1, "j", 0.5)]
+    out = fill_budget(units, 6)
+    # picks d e (3.0, 2 tok), f g h i (2.0, 4 tok) -> full; j (1 tok) does not fit any more
+    assert [(u.group, u.position) for u in out.units] == [(0, 1), (1, 0)]
+    assert out.tokens == 6 and not out.truncated
+    out = fill_budget(units, 7)  # a b c does not fit (3), j still does
+    assert [(u.group, u.position) for u in out.units] == [(0, 1), (1, 0), (1, 1)]
+
+
+def test_fill_budget_truncates_best_unit_when_nothing_fits():
+    out = fill_budget([Unit(0, 0, "one two three four five six", 1.0), Unit(1, 0, "x y z w v u t", 0.5)], 3)
+    assert out.truncated and out.units[0].text == "one two three" and out.tokens == 3
+
+
+def test_fill_budget_group_cost_and_errors():
+    units = [Unit(0, 0, "a b", 2.0), Unit(1, 0, "c d", 1.0)]
+    out = fill_budget(units, 5, group_cost={0: 1, 1: 1})
+    assert [u.group for u in out.units] == [0]  # second group would need 2 + 1 header tokens
+    assert fill_budget([], 5).units == ()
+    with pytest.raises(ValueError, match="max_tokens must be >= 1"):
+        fill_budget(units, 0)
+
+
+@pytest.fixture()
+def pipe(toy_docs):
+    return Pipeline(BM25Retriever.from_documents(toy_docs), pruner=LeadPruner(k=1), max_tokens=60, top_k=3)
+
+
+def test_pipeline_run(pipe):
+    ctx = pipe.run("what causes scurvy")
+    assert isinstance(ctx, Context)
+    assert ctx.text.startswith("[scurvy] Scurvy\n")
+    assert ctx.tokens == count_tokens(ctx.text) <= 60
+    assert ctx.documents[0].id == "scurvy"
+    for k in ("seconds_retrieve", "seconds_rerank", "seconds_prune", "seconds_budget", "tokens_candidates",
+              "tokens_final", "compression"):
+        assert k in ctx.stats
+    assert 0 <= ctx.stats["compression"] <= 1
+
+
+def test_pipeline_every_stage_optional_and_small_budget(toy_docs):
+    bm25 = BM25Retriever.from_documents(toy_docs)
+    ctx = Pipeline(bm25, max_tokens=1000, top_k=2).run("capital of France")
+    assert "[paris] Paris" in ctx.text and not ctx.truncated
+    tiny = Pipeline(bm25, max_tokens=6, top_k=2).run("capital of France")
+    assert tiny.truncated and tiny.text and tiny.tokens <= 6
+
+
+def test_pipeline_run_many_matches_run_and_threads(pipe):
+    qs = ["what causes scurvy", "capital of Germany", "purring cats"]
+    many = pipe.run_many(qs)
+    assert [c.text for c in many] == [pipe.run(q).text for q in qs]
+    results, errs = {}, []
+
+    def work(i):
+        try:
+            results[i] = [pipe.run(q).text for q in qs]
+        except Exception as e:  # pragma: no cover
+            errs.append(e)
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    assert not errs and all(r == [c.text for c in many] for r in results.values())
+
+
+def test_pipeline_bad_input(pipe, toy_docs):
+    with pytest.raises(ValueError, match="query is empty"):
+        pipe.run(" ")
+    with pytest.raises(TypeError, match="retriever must have retrieve_many"):
+        Pipeline("bm25")
+    with pytest.raises(ValueError, match="max_tokens must be >= 1"):
+        Pipeline(BM25Retriever.from_documents(toy_docs), max_tokens=0)
+    assert pipe.run_many([]) == []
+
+
+def test_documents_keep_original_sentence_order(toy_docs):
+    docs = [Document(id="a", text="First fact about tea. Second fact about tea. Third fact about coffee.")]
+    ctx = Pipeline(BM25Retriever.from_documents(docs), max_tokens=1000).run("tea")
+    assert ctx.documents[0].text == docs[0].text
