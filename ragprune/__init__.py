@@ -11,7 +11,7 @@ import importlib
 from typing import Any
 
 from ._io import IndexFormatError
-from .types import Document, PrunedDocument, ScoredDocument
+from .types import Document, PrunedDocument, PrunedHtml, ScoredDocument
 
 __version__ = "0.1.0"
 
@@ -24,6 +24,7 @@ _LAZY = {
     "CrossEncoderReranker": "ragprune.rerank.cross_encoder",
     "Pruner": "ragprune.prune.base",
     "Pipeline": "ragprune.pipeline",
+    "HtmlPruner": "ragprune.html.prune",
     "Context": "ragprune.pipeline",
     "fill_budget": "ragprune.budget",
     "ProvencePruner": "ragprune.prune.provence",
@@ -33,7 +34,7 @@ _LAZY = {
     "sentence_spans": "ragprune.text",
 }
 
-__all__ = ["Document", "ScoredDocument", "PrunedDocument", "IndexFormatError", *_LAZY]
+__all__ = ["Document", "ScoredDocument", "PrunedDocument", "PrunedHtml", "IndexFormatError", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

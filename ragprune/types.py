@@ -15,6 +15,7 @@ __all__ = [
     "Document",
     "ScoredDocument",
     "PrunedDocument",
+    "PrunedHtml",
     "DocumentLike",
     "as_documents",
 ]
@@ -104,6 +105,27 @@ class PrunedDocument:
     @property
     def id(self) -> str:
         return self.document.id
+
+
+@dataclass(frozen=True)
+class PrunedHtml:
+    """A web page reduced to the blocks worth reading.
+
+    Attributes:
+        html: The kept blocks rebuilt as valid HTML (a ``<body>`` element), in document order.
+        text: Readable text of ``html`` (newlines between blocks, ``|`` between table cells).
+        blocks: Indices of the kept blocks in the page's block tree.
+        tokens: Tokens of ``html`` (the unit the budget counts, by the pruner's counter).
+        compression: Fraction of the cleaned page's text tokens removed, in [0, 1].
+        truncated: True when even the best block exceeded the budget and was cut.
+    """
+
+    html: str
+    text: str
+    blocks: tuple[int, ...]
+    tokens: int
+    compression: float
+    truncated: bool = False
 
 
 DocumentLike = Union[Document, str, Mapping[str, Any]]  # noqa: UP007 (runtime alias, py3.10)

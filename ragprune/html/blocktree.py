@@ -1,0 +1,243 @@
+"""Block tree: cut a cleaned page into blocks of at most ``max_node_words`` words.
+
+An element whose text fits becomes one block. A bigger element is split: its own text (text
+directly under it) becomes a block and each child is visited in turn, so tables split into
+rows, lists into items, sections into paragraphs. An element with no children and too much
+text is split into sentence groups, so a page never collapses into a single block.
+
+Every block keeps the path (child indices from ``<body>``) of its element, so a subset of
+blocks can be rebuilt as valid HTML in document order (:func:`rebuild`). A kept table row
+brings its table's header row along, so the row stays readable.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..text import split_sentences
+from .clean import drop_keep_tail
+
+__all__ = ["Block", "build_blocks", "rebuild", "element_text"]
+
+HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+BLOCK_TAGS = frozenset("p div section article main header h1 h2 h3 h4 h5 h6 ul ol li dl dt dd table thead tbody tfoot "
+                       "tr caption blockquote pre figure figcaption center address details summary body".split())
+_WS = re.compile(r"\s+")
+
+Kind = Literal["element", "own_text", "piece"]
+
+
+@dataclass(frozen=True)
+class Block:
+    """One unit of a page.
+
+    Attributes:
+        index: Position in document order.
+        path: Child indices from ``<body>`` to the element.
+        tag: The element's tag.
+        kind: ``"element"`` (the whole element), ``"own_text"`` (only the text directly under
+            the element) or ``"piece"`` (a group of sentences of an over-long text element).
+        text: The block's text (what the LLM reads).
+        context: Nearest preceding heading and, for table rows, the header row: extra text for
+            scorers, never output.
+        html: Serialised HTML of the block (used for the token budget).
+        words: Whitespace words in ``text``.
+    """
+
+    index: int
+    path: tuple[int, ...]
+    tag: str
+    kind: Kind
+    text: str
+    context: str
+    html: str
+    words: int
+
+
+def _norm(text: str) -> str:
+    return _WS.sub(" ", text).strip()
+
+
+def element_text(el: Any) -> str:
+    """Readable text of an element: newlines between blocks, `` | `` between table cells."""
+    parts: list[str] = []
+    brk = "\x00"  # block break; source whitespace (newlines included) collapses to spaces
+
+    def walk(e: Any) -> None:
+        tag = e.tag if isinstance(e.tag, str) else ""
+        if tag in BLOCK_TAGS:
+            parts.append(brk)
+        if e.text:
+            parts.append(e.text)
+        for c in e:
+            walk(c)
+            if c.tag in ("td", "th"):
+                parts.append(" | ")
+            if c.tail:
+                parts.append(c.tail)
+        if tag in BLOCK_TAGS:
+            parts.append(brk)
+
+    walk(el)
+    lines = (_norm(line).strip(" |").strip() for line in "".join(parts).split(brk))
+    return "\n".join(line for line in lines if line)
+
+
+def _own_text(el: Any) -> str:
+    return _norm(" ".join([el.text or ""] + [c.tail or "" for c in el]))
+
+
+def _header_row(table: Any) -> Any | None:
+    for tr in table.iter("tr"):
+        return tr if tr.find("th") is not None else None
+    return None
+
+
+def build_blocks(body: Any, max_node_words: int = 128) -> list[Block]:
+    """Cut a cleaned ``<body>`` (from :func:`~ragprune.html.clean.clean_tree`) into blocks."""
+    import lxml.html
+
+    if max_node_words < 1:
+        raise ValueError(f"build_blocks: max_node_words must be >= 1, got {max_node_words}.")
+    blocks: list[Block] = []
+    heading = [""]
+
+    def add(path: tuple[int, ...], el: Any, kind: Kind, text: str, html: str, extra: str = "") -> None:
+        if not text:
+            return
+        ctx = " ".join(x for x in (heading[0], extra) if x)
+        blocks.append(Block(len(blocks), path, el.tag, kind, text, ctx, html, len(text.split())))
+
+    def table_context(el: Any) -> str:
+        if el.tag != "tr":
+            return ""
+        table = next((a for a in el.iterancestors("table")), None)
+        hdr = _header_row(table) if table is not None else None
+        cap = table.find("caption") if table is not None else None
+        bits = [element_text(cap) if cap is not None else "", element_text(hdr) if hdr is not None and hdr is not el else ""]
+        return " ".join(b for b in bits if b)
+
+    def visit(el: Any, path: tuple[int, ...]) -> None:
+        text = element_text(el)
+        words = len(text.split())
+        if el.tag in HEADINGS:
+            heading[0] = _norm(text)
+        if words <= max_node_words or len(el) == 0:
+            if words <= max_node_words:
+                add(path, el, "element", text, lxml.html.tostring(el, encoding="unicode", with_tail=False),
+                    table_context(el))
+            else:  # one long text element: sentence groups of at most max_node_words words
+                for piece in _pieces(text, max_node_words):
+                    add(path, el, "piece", piece, f"<{el.tag}>{_escape(piece)}</{el.tag}>", table_context(el))
+            return
+        own = _own_text(el)
+        if own:
+            add(path, el, "own_text", own, f"<{el.tag}>{_escape(own)}</{el.tag}>")
+        for i, child in enumerate(el):
+            if isinstance(child.tag, str):
+                visit(child, (*path, i))
+
+    if len(body) == 0 and not (body.text or "").strip():
+        return []
+    if len(element_text(body).split()) <= max_node_words or len(body) == 0:
+        visit(body, ())
+    else:
+        own = _own_text(body)
+        if own:
+            add((), body, "own_text", own, f"<p>{_escape(own)}</p>")
+        for i, child in enumerate(body):
+            if isinstance(child.tag, str):
+                visit(child, (i,))
+    return blocks
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _pieces(text: str, max_words: int) -> list[str]:
+    out: list[str] = []
+    cur: list[str] = []
+    n = 0
+    for sent in split_sentences(text) or [text]:
+        words = sent.split()
+        while len(words) > max_words:  # a single sentence longer than the limit: hard word cut
+            if cur:
+                out.append(" ".join(cur))
+                cur, n = [], 0
+            out.append(" ".join(words[:max_words]))
+            words = words[max_words:]
+        if n + len(words) > max_words and cur:
+            out.append(" ".join(cur))
+            cur, n = [], 0
+        if words:
+            cur.append(" ".join(words))
+            n += len(words)
+    if cur:
+        out.append(" ".join(cur))
+    return out
+
+
+def _resolve(body: Any, path: Sequence[int]) -> Any:
+    el = body
+    for i in path:
+        el = el[i]
+    return el
+
+
+def rebuild(body: Any, blocks: Iterable[Block]) -> Any:
+    """A copy of ``body`` that contains only the given blocks (document order, valid HTML)."""
+    out = copy.deepcopy(body)
+    full: set[int] = set()
+    own: set[int] = set()
+    pieces: dict[int, list[str]] = {}
+    elems: dict[int, Any] = {}
+    for b in sorted(blocks, key=lambda b: b.index):
+        el = _resolve(out, b.path)
+        elems[id(el)] = el
+        if b.kind == "element":
+            full.add(id(el))
+        elif b.kind == "own_text":
+            own.add(id(el))
+        else:
+            pieces.setdefault(id(el), []).append(b.text)
+    for key in list(full):  # table rows bring their header row
+        el = elems[key]
+        if el.tag == "tr" or el.tag in ("td", "th"):
+            table = next(el.iterancestors("table"), None)
+            hdr = _header_row(table) if table is not None else None
+            if hdr is not None:
+                full.add(id(hdr))
+
+    def prune(e: Any) -> bool:
+        if id(e) in full:
+            return True
+        if id(e) in pieces:
+            for c in list(e):
+                e.remove(c)
+            e.text = " ".join(pieces[id(e)])
+            return True
+        keep_own = id(e) in own
+        kept_any = keep_own
+        for c in list(e):
+            if prune(c):
+                kept_any = True
+                if not keep_own:
+                    c.tail = None
+            elif keep_own:
+                drop_keep_tail(c)
+            else:
+                e.remove(c)
+        if not keep_own:
+            e.text = None
+        return kept_any
+
+    if not prune(out):
+        for c in list(out):
+            out.remove(c)
+        out.text = None
+    return out

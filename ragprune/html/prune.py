@@ -1,0 +1,165 @@
+"""HtmlRAG-style pruning: clean the page, build the block tree, score blocks, fill one budget.
+
+Scoring and budgeting are separate steps: a scorer orders the blocks, then the library's one
+budget function (:func:`ragprune.budget.fill_budget`) keeps the best until ``max_tokens`` is
+met, and the kept blocks are rebuilt as HTML in document order.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from .._validate import check_positive_int, check_query
+from ..budget import Unit, fill_budget
+from ..text import TokenCounter, count_tokens
+from ..types import Document, PrunedHtml
+from .blocktree import Block, build_blocks, element_text, rebuild
+from .clean import DEFAULT_MAX_BYTES, clean_tree, parse_html
+
+__all__ = ["HtmlPruner", "BlockScorer"]
+
+BlockScorer = Callable[[str, Sequence[str]], Sequence[float]]
+
+
+class HtmlPruner:
+    """Keep the blocks of a web page that matter for a query, within a token budget.
+
+    Args:
+        scorer: How blocks are scored against the query: ``"bm25"`` (default, no model),
+            ``"dense"`` (all-MiniLM-L6-v2 cosine), any object with ``score(queries, docs)``
+            (a :class:`~ragprune.rerank.base.Reranker`, e.g. ``CrossEncoderReranker`` or
+            ``ProvencePruner``), or a callable ``(query, texts) -> scores``.
+        max_tokens: Budget of the pruned HTML (tags included), by ``token_counter``.
+        max_node_words: Block granularity: the most words one block may hold.
+        use_context: Score ``heading + table header + block text`` instead of the block text
+            alone (the context is never output).
+        budget_on: ``"html"`` (count tokens of the serialised HTML, default) or ``"text"``.
+        token_counter: Token counter for the budget and the compression figure.
+        max_bytes: Larger pages are refused with a clear error.
+
+    Example:
+        >>> page = HtmlPruner(max_tokens=512).prune("When was the Bellagio built?", html)  # doctest: +SKIP
+        >>> page.html, page.compression                                                   # doctest: +SKIP
+    """
+
+    def __init__(self, scorer: str | Any = "bm25", *, max_tokens: int = 2000, max_node_words: int = 64,
+                 use_context: bool = True, budget_on: str = "html", token_counter: TokenCounter = count_tokens,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        owner = "HtmlPruner"
+        self.max_tokens = check_positive_int(max_tokens, "max_tokens", owner)
+        self.max_node_words = check_positive_int(max_node_words, "max_node_words", owner)
+        self.max_bytes = check_positive_int(max_bytes, "max_bytes", owner)
+        if budget_on not in ("html", "text"):
+            raise ValueError(f"{owner}: unknown budget_on {budget_on!r}; expected 'html' or 'text'.")
+        self.budget_on = budget_on
+        self.use_context = bool(use_context)
+        self.token_counter = token_counter
+        self._score = self._make_scorer(scorer)
+        self.scorer_name = scorer if isinstance(scorer, str) else type(scorer).__name__
+
+    def _make_scorer(self, scorer: Any) -> BlockScorer:
+        if scorer == "bm25":
+            return _bm25_scores
+        if scorer == "dense":
+            from ..retrieve.dense import load_sentence_transformer
+
+            model = load_sentence_transformer("minilm", owner="HtmlPruner")
+            lock = threading.Lock()
+
+            def dense(query: str, texts: Sequence[str]) -> np.ndarray:
+                with lock:
+                    emb = model.encode([query, *texts], batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+                return emb[1:] @ emb[0]
+
+            return dense
+        if hasattr(scorer, "score") and callable(scorer.score):
+            return lambda q, texts: scorer.score([q] * len(texts), [Document(id=str(i), text=t) for i, t in enumerate(texts)])
+        if callable(scorer) and not isinstance(scorer, str):
+            return scorer
+        raise ValueError(f"HtmlPruner: unknown scorer {scorer!r}; use 'bm25', 'dense', a reranker/pruner, or a "
+                         "callable (query, texts) -> scores.")
+
+    def blocks(self, html: str | bytes) -> tuple[Any, list[Block]]:
+        """Clean ``html`` and return ``(body, blocks)``."""
+        body = clean_tree(parse_html(html, max_bytes=self.max_bytes, owner="HtmlPruner.prune"))
+        return body, build_blocks(body, self.max_node_words)
+
+    def prune(self, query: str, html: str | bytes, max_tokens: int | None = None) -> PrunedHtml:
+        """Prune one page for ``query``.
+
+        Args:
+            query: The question.
+            html: Raw page (str, or bytes whose charset comes from the document). Plain text works.
+            max_tokens: Override the budget for this call only.
+
+        Returns:
+            :class:`~ragprune.types.PrunedHtml`; empty or whitespace pages give an empty result.
+
+        Raises:
+            TypeError/ValueError: blank query, non-text html, oversized page, bad budget.
+        """
+        import lxml.html
+
+        check_query(query, "HtmlPruner.prune")
+        budget = self.max_tokens if max_tokens is None else check_positive_int(max_tokens, "max_tokens", "HtmlPruner.prune")
+        body, blocks = self.blocks(html)
+        if not blocks:
+            return PrunedHtml(html="<body></body>", text="", blocks=(), tokens=0, compression=0.0)
+        texts = [f"{b.context}\n{b.text}" if self.use_context and b.context else b.text for b in blocks]
+        scores = np.asarray(self._score(query, texts), dtype=float)
+        if scores.shape != (len(blocks),):
+            raise ValueError(f"HtmlPruner: the scorer returned {scores.shape} scores for {len(blocks)} blocks.")
+        scores = np.nan_to_num(scores, nan=-np.inf)
+        units = [Unit(0, b.index, b.html if self.budget_on == "html" else b.text, float(s)) for b, s in zip(blocks, scores)]
+        chosen = fill_budget(units, budget, self.token_counter)
+        kept = sorted(u.position for u in chosen.units)
+        if chosen.truncated:
+            out, kept_blocks = self._truncated(body, blocks[kept[0]], budget)
+        else:
+            # rebuilt pages carry ancestor tags and table headers the block costs did not: drop
+            # the weakest kept blocks until the page itself fits the budget
+            kept_blocks = [blocks[i] for i in kept]
+            out = rebuild(body, kept_blocks)
+            while len(kept_blocks) > 1 and self._cost(out) > budget:
+                kept_blocks.remove(min(kept_blocks, key=lambda b: (scores[b.index], -b.index)))
+                out = rebuild(body, kept_blocks)
+            kept = [b.index for b in kept_blocks]
+        out_html = lxml.html.tostring(out, encoding="unicode")
+        out_text = element_text(out)
+        total = self.token_counter(element_text(body))
+        compression = 1.0 - self.token_counter(out_text) / total if total else 0.0
+        return PrunedHtml(html=out_html, text=out_text, blocks=tuple(kept), tokens=self._cost(out),
+                          compression=max(0.0, min(1.0, compression)), truncated=chosen.truncated)
+
+    def _cost(self, el: Any) -> int:
+        import lxml.html
+
+        return self.token_counter(lxml.html.tostring(el, encoding="unicode") if self.budget_on == "html"
+                                  else element_text(el))
+
+    def _truncated(self, body: Any, block: Block, budget: int) -> tuple[Any, list[Block]]:
+        """The best block alone is over budget: keep its longest word prefix that fits."""
+        words = block.text.split()
+        lo, hi = 1, len(words)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self._cost(rebuild(body, [replace(block, kind="piece", text=" ".join(words[:mid]))])) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        kept = [replace(block, kind="piece", text=" ".join(words[:lo]))]
+        return rebuild(body, kept), kept
+
+    def __repr__(self) -> str:
+        return f"HtmlPruner(scorer={self.scorer_name!r}, max_tokens={self.max_tokens}, max_node_words={self.max_node_words})"
+
+
+def _bm25_scores(query: str, texts: Sequence[str]) -> np.ndarray:
+    from ..retrieve.bm25 import BM25Retriever
+
+    return BM25Retriever.from_documents(list(texts)).get_scores(query).astype(float)

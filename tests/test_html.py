@@ -1,0 +1,144 @@
+import json
+import time
+
+import pytest
+
+pytest.importorskip("lxml")
+
+from ragprune import HtmlPruner, PrunedHtml  # noqa: E402
+from ragprune.html.blocktree import build_blocks, element_text, rebuild  # noqa: E402
+from ragprune.html.clean import HtmlInputError, clean_html, clean_tree, decode_html, parse_html  # noqa: E402
+
+PAGE = """<html><head><title>T</title><script>alert(1)</script><style>p{}</style></head><body>
+<nav>Home | About</nav><div class="sidebar">ads</div>
+<div><div><h1>Bellagio</h1></div></div>
+<p>The <b>Bellagio</b> is a luxury hotel on the Las Vegas Strip.</p>
+<p>It was built in 1998 by Steve Wynn.</p>
+<h2>Rooms</h2>
+<table><tr><th>Tower</th><th>Rooms</th></tr><tr><td>Main</td><td>3,000</td></tr><tr><td>Spa</td><td>928</td></tr></table>
+<ul><li>Fountains</li><li>Conservatory</li></ul>
+<footer>copyright</footer><!-- comment --><div style="display:none">hidden</div></body></html>"""
+
+
+def test_clean_keeps_structure_and_drops_noise():
+    out = clean_html(PAGE)
+    for gone in ("alert", "p{}", "Home", "ads", "copyright", "comment", "hidden", "class=", "style="):
+        assert gone not in out
+    for kept in ("<h1>Bellagio</h1>", "<table>", "<th>Tower</th>", "<li>Fountains</li>", "built in 1998"):
+        assert kept in out
+    assert "<div>" not in out  # single-child wrapper chains merged
+
+
+def test_bytes_charset_and_plain_text():
+    assert "Clásica" in clean_html("<p>Clásica</p>".encode())
+    assert "Clásica" in clean_html('<meta charset="iso-8859-1"><p>Clásica</p>'.encode("latin-1"))
+    assert decode_html(b"\xff\xfeh\x00i\x00") == "hi"
+    assert "just words" in clean_html("just words")
+
+
+def test_block_tree_splits_and_never_collapses():
+    body = clean_tree(parse_html(PAGE))
+    blocks = build_blocks(body, max_node_words=8)
+    assert len(blocks) > 5
+    assert all(b.words <= 8 for b in blocks)
+    rows = [b for b in blocks if b.tag == "tr"]
+    assert rows and "Tower" in rows[-1].context  # rows carry the header for scoring
+    long_text = "<p>" + " ".join(f"Sentence {i} is here." for i in range(200)) + "</p>"
+    pieces = build_blocks(clean_tree(parse_html(long_text)), max_node_words=20)
+    assert len(pieces) > 10 and all(b.words <= 20 for b in pieces)
+
+
+def test_rebuild_is_valid_and_in_document_order():
+    body = clean_tree(parse_html(PAGE))
+    blocks = build_blocks(body, max_node_words=8)
+    spa = next(b for b in blocks if "Spa" in b.text)
+    title = next(b for b in blocks if b.tag == "h1")
+    out = rebuild(body, [spa, title])
+    text = element_text(out)
+    assert text.index("Bellagio") < text.index("Spa")
+    assert "Tower | Rooms" in text  # header row comes with a kept row
+    assert "Main" not in text and "1998" not in text
+    import lxml.html
+
+    assert lxml.html.document_fromstring(lxml.html.tostring(out)).find("body") is not None
+
+
+def test_prune_keeps_relevant_block_within_budget():
+    p = HtmlPruner(max_tokens=40, max_node_words=12)
+    out = p.prune("When was the Bellagio built?", PAGE)
+    assert isinstance(out, PrunedHtml)
+    assert "1998" in out.text
+    assert out.tokens <= 40
+    assert 0 < out.compression < 1
+    rooms = HtmlPruner(max_tokens=90, max_node_words=12).prune("How many rooms does the Spa tower have?", PAGE)
+    assert "928" in rooms.text
+
+
+def test_budget_override_and_truncation_flag():
+    p = HtmlPruner(max_tokens=2000)
+    assert p.prune("Bellagio", PAGE).compression == pytest.approx(0.0, abs=0.05)
+    tiny = p.prune("Bellagio", "<p>" + "word " * 500 + "</p>", max_tokens=5)
+    assert tiny.truncated and tiny.tokens <= 5 + 12  # the text fits; <body><p> tags cost 12 more
+    assert p.max_tokens == 2000  # per-call option did not leak
+
+
+def test_empty_and_bad_input():
+    p = HtmlPruner()
+    for empty in ("", "   ", b"", "<html></html>", "<!-- only a comment -->"):
+        out = p.prune("q", empty)
+        assert out.text == "" and out.blocks == ()
+    with pytest.raises(TypeError, match="html must be str or bytes"):
+        p.prune("q", 42)
+    with pytest.raises(ValueError, match="query is empty"):
+        p.prune("", PAGE)
+    with pytest.raises(HtmlInputError, match="over max_bytes"):
+        HtmlPruner(max_bytes=100).prune("q", PAGE)
+    with pytest.raises(ValueError, match="unknown scorer"):
+        HtmlPruner(scorer="tfidf")
+
+
+def test_custom_callable_and_reranker_scorers():
+    calls = []
+
+    def scorer(query, texts):
+        calls.append(len(texts))
+        return [1.0 if "Fountains" in t else 0.0 for t in texts]
+
+    out = HtmlPruner(scorer, max_tokens=40, max_node_words=3).prune("q", PAGE)
+    assert "Fountains" in out.text and calls
+
+    class Fixed:
+        def score(self, queries, docs):
+            return [float("928" in d.text) for d in docs]
+
+    assert "928" in HtmlPruner(Fixed(), max_tokens=60, max_node_words=4).prune("q", PAGE).text
+    bad = HtmlPruner(lambda q, t: [1.0], max_tokens=20, max_node_words=3)
+    with pytest.raises(ValueError, match="scores for"):
+        bad.prune("q", PAGE)
+
+
+@pytest.mark.timeout(60)
+def test_hostile_html_is_bounded():
+    p = HtmlPruner(max_tokens=200)
+    t = time.time()
+    p.prune("deep", "<div>" * 100_000 + "deep text" + "</div>" * 100_000)
+    p.prune("big", "<p>" + "lorem ipsum dolor " * 1_200_000 + "</p>")  # ~20 MB
+    bomb = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">'
+            '<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;">]><html><body><p>&lol3;</p></body></html>')
+    out = p.prune("lol", bomb)
+    assert "lol" * 16 not in out.text  # entities are not expanded
+    xxe = '<!DOCTYPE x [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><p>&xxe;</p>'
+    assert "root:" not in p.prune("x", xxe).text
+    p.prune("bytes", b"\x80\x81\xfe\xff<p>\x00invalid \xc3\x28 bytes</p>")
+    assert time.time() - t < 60
+
+
+def test_real_wikipedia_page(shared_data):
+    folder = shared_data / "wikitablequestions_html"
+    q = json.loads((folder / "questions.jsonl").read_text().splitlines()[0])
+    html = (folder / q["page_html"]).read_bytes()
+    p = HtmlPruner(max_tokens=512)
+    body, blocks = p.blocks(html)
+    assert len(blocks) > 5
+    out = p.prune(q["question"], html)
+    assert out.tokens <= 512 and "Clásica" in out.text

@@ -1,0 +1,47 @@
+"""The released checkpoints in models/ load by default and behave like rankers/pruners."""
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from ragprune import BM25Retriever, CrossEncoderReranker, Document, ProvencePruner  # noqa: E402
+from ragprune.models import REPO_MODELS  # noqa: E402
+
+RERANKER = REPO_MODELS / "ragprune-reranker-minilm-l6"
+PROVENCE = REPO_MODELS / "ragprune-provence-minilm-l6"
+
+
+@pytest.mark.skipif(not (RERANKER / "config.json").is_file(), reason="reranker not released yet")
+def test_default_reranker_loads_and_ranks_gold_first(shared_data):
+    from ragprune.eval.beir import load_beir
+
+    ds = load_beir(shared_data / "beir_scifact", "test")
+    bm25 = BM25Retriever.from_documents(ds.corpus)
+    ce = CrossEncoderReranker()
+    assert ce.path == RERANKER
+    qids = list(ds.queries)[:20]
+    wins = 0
+    for q in qids:
+        hits = bm25.retrieve(ds.queries[q], k=20)
+        gold = [h for h in hits if ds.qrels[q].get(h.id, 0) > 0]
+        if not gold:
+            continue
+        reranked = ce.rerank(ds.queries[q], hits)
+        pos = {h.id: i for i, h in enumerate(reranked)}
+        wins += pos[gold[0].id] < 10
+    assert wins >= 12  # gold document in the reranked top 10 for most of these claims
+
+
+@pytest.mark.skipif(not (PROVENCE / "provence.json").is_file(), reason="pruner not released yet")
+def test_default_pruner_keeps_the_answer_sentence():
+    text = ("The Eiffel Tower is a wrought-iron lattice tower in Paris. It is named after the engineer "
+            "Gustave Eiffel, whose company designed and built the tower from 1887 to 1889. Locally nicknamed "
+            "La dame de fer, it was constructed as the centrepiece of the 1889 World's Fair. The weather in "
+            "Paris is mild in spring.")
+    pruner = ProvencePruner()
+    assert pruner.path == PROVENCE
+    out = pruner.prune("Who designed the Eiffel Tower?", [Document(id="e", title="Eiffel Tower", text=text)])[0]
+    assert 1 in out.kept
+    assert 3 not in out.kept
+    assert out.compression > 0.2
