@@ -142,3 +142,15 @@ def test_real_wikipedia_page(shared_data):
     assert len(blocks) > 5
     out = p.prune(q["question"], html)
     assert out.tokens <= 512 and "Clásica" in out.text
+
+
+def test_eval_html_script_smoke(shared_data, tmp_path):
+    from eval.html import main
+
+    out = tmp_path / "h.json"
+    assert main(["--shared", str(shared_data), "--questions", "3", "--scorers", "bm25", "--no-peer",
+                 "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["readability"]["crashes"] == 0 and res["readability"]["invalid_html"] == 0
+    assert res["wtq"]["systems"]["ragprune-bm25"]["over_budget"] == 0
+    assert res["extraction"]["systems"]["ragprune"]["recall"] > 0.8
