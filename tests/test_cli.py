@@ -1,0 +1,47 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ragprune.cli import main
+
+
+@pytest.fixture()
+def corpus(tmp_path, toy_docs):
+    p = tmp_path / "corpus.jsonl"
+    p.write_text("\n".join(json.dumps(d) for d in toy_docs) + "\n")
+    return p
+
+
+def test_index_and_search(corpus, tmp_path, capsys):
+    assert main(["index", str(corpus), str(tmp_path / "idx"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["search", str(tmp_path / "idx"), "what causes scurvy", "-k", "2", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert hits[0]["id"] == "scurvy" and len(hits) == 2
+
+
+def test_exit_codes(tmp_path, capsys, corpus):
+    assert main(["search", str(tmp_path / "none"), "q"]) == 2
+    assert "no index folder" in capsys.readouterr().err
+    main(["index", str(corpus), str(tmp_path / "idx"), "--quiet"])
+    assert main(["search", str(tmp_path / "idx"), "   "]) == 2
+    assert "query is empty" in capsys.readouterr().err
+    assert main(["search", str(tmp_path / "idx"), "q", "-k", "0"]) == 2
+    with pytest.raises(SystemExit) as e:
+        main(["frobnicate"])
+    assert e.value.code == 2
+
+
+def test_prune_html_from_stdin_as_a_script(tmp_path):
+    html = "<html><body><h1>Bellagio</h1><p>It was built in 1998.</p><p>Other things here.</p></body></html>"
+    r = subprocess.run([sys.executable, "-m", "ragprune.cli", "prune", "When was it built?", "-", "--json",
+                        "--max-tokens", "30"], input=html.encode(), capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr.decode()
+    out = json.loads(r.stdout)
+    assert out["kind"] == "html" and "1998" in out["text"]
+
+
+def test_eval_delegates(tmp_path, capsys):
+    assert main(["eval", "beir", "--data", str(tmp_path / "missing")]) == 2
