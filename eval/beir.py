@@ -88,6 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reranker-model", default="ragprune-reranker", help="cross-encoder checkpoint folder")
     p.add_argument("--rerank-max-length", type=int, default=256, help="tokens per (query, passage) pair")
     p.add_argument("--quantize", choices=["int8"], default=None, help="int8 dynamic quantization (CPU)")
+    p.add_argument("--fusion-weights", type=float, nargs="*", default=[],
+                   help="also report reranker scores interpolated with first-stage scores at these weights")
     p.add_argument("--top-k", type=int, default=100, help="candidates retrieved per query (default 100)")
     p.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
     p.add_argument("--model", default="minilm", help="dense model: local folder or 'minilm'/'mpnet'")
@@ -119,12 +121,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     hits = retriever.retrieve_many(texts, k=args.top_k)
     t_search = time.perf_counter() - t1
     t_rerank = 0.0
+    fused: dict[str, dict[str, float]] = {}
     if args.reranker:
+        from ragprune.rerank.base import fuse_scores
+        from ragprune.types import ScoredDocument
+
         reranker = build_reranker(args)
         pipeline += f" >> {reranker!r}"
         t2 = time.perf_counter()
+        first = hits
         hits = [reranker.rerank(q, h) for q, h in zip(tqdm(texts, desc="rerank", unit="query"), hits)]
         t_rerank = time.perf_counter() - t2
+        for w in args.fusion_weights:  # same reranker scores, interpolated with the first stage
+            runs = []
+            for f, r in zip(first, hits):
+                model = {h.document.id: h.score for h in r}
+                s = fuse_scores([model[h.document.id] for h in f], [h.score for h in f], w)
+                order = sorted(range(len(f)), key=lambda i: (-s[i], i))
+                runs.append([ScoredDocument(f[i].document, s[i]) for i in order])
+            m = evaluate_run(qrels, run_from_hits(qids, runs, ignore_identical_ids=not args.keep_identical_ids))
+            fused[str(w)] = {k: round(v, 4) for k, v in m.items()}
     metrics = evaluate_run(qrels, run_from_hits(qids, hits, ignore_identical_ids=not args.keep_identical_ids))
     return {
         "dataset": ds.name,
@@ -137,6 +153,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds_index": round(t_index, 2),
         "seconds_search": round(t_search, 3),
         "seconds_rerank_per_query": round(t_rerank / max(1, len(qids)), 3),
+        **({"fused_with_first_stage": fused} if fused else {}),
     }
 
 
@@ -146,6 +163,9 @@ def print_table(result: dict[str, Any]) -> None:
     print("|---|---|---|---|---|---|---|---|")
     print(f"| {result['dataset']} | {result['split']} | {result['pipeline']} | {result['num_queries']} | "
           f"{m['ndcg@10']:.4f} | {m['recall@100']:.4f} | {m['mrr@10']:.4f} | {result['seconds']} |")
+    for w, fm in result.get("fused_with_first_stage", {}).items():
+        print(f"| {result['dataset']} | {result['split']} | ... fused with first stage, weight {w} | "
+              f"{result['num_queries']} | {fm['ndcg@10']:.4f} | {fm['recall@100']:.4f} | {fm['mrr@10']:.4f} | |")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -139,3 +139,16 @@ def test_remote_code_is_never_trusted_implicitly(tmp_path):
 def test_wrong_number_of_outputs(tmp_path):
     with pytest.raises(ValueError, match="has 3 outputs"):
         CrossEncoderReranker(make_tiny_cross_encoder(tmp_path / "three", num_labels=3))
+
+
+def test_first_stage_fusion(tiny):
+    from ragprune.rerank.base import fuse_scores
+
+    assert fuse_scores([0.0, 10.0], [4.0, 2.0], 0.5) == pytest.approx([0.5, 0.5])
+    assert fuse_scores([1.0, 3.0, 2.0], [0.0, 0.0, 0.0], 0.0) == pytest.approx([0.0, 1.0, 0.5])
+    hits = [ScoredDocument(Document(id=i, text=f"passage {i}"), s) for i, s in (("a", 10.0), ("b", 5.0), ("c", 0.0))]
+    all_first = CrossEncoderReranker(tiny, first_stage_weight=1.0).rerank("q", hits)
+    assert [h.id for h in all_first] == ["a", "b", "c"]
+    assert [h.score for h in all_first] == pytest.approx([1.0, 0.5, 0.0])
+    with pytest.raises(ValueError, match="first_stage_weight must be <= 1"):
+        CrossEncoderReranker(tiny, first_stage_weight=2)

@@ -9,7 +9,7 @@ from typing import Any
 from .._validate import check_positive_int, check_query
 from ..types import Document, DocumentLike, ScoredDocument, as_documents
 
-__all__ = ["Reranker", "as_candidates"]
+__all__ = ["Reranker", "as_candidates", "fuse_scores"]
 
 
 def as_candidates(docs: Any, owner: str) -> list[Document]:
@@ -24,12 +24,29 @@ def as_candidates(docs: Any, owner: str) -> list[Document]:
     return as_documents([d.document if isinstance(d, ScoredDocument) else d for d in docs], owner=owner)
 
 
+def fuse_scores(model: Sequence[float], first_stage: Sequence[float], weight: float) -> list[float]:
+    """``(1 - weight) * minmax(model) + weight * minmax(first_stage)`` over one candidate list."""
+
+    def minmax(xs: Sequence[float]) -> list[float]:
+        lo, hi = min(xs), max(xs)
+        return [(x - lo) / (hi - lo) if hi > lo else 1.0 for x in xs]
+
+    return [(1 - weight) * a + weight * b for a, b in zip(minmax(model), minmax(first_stage))]
+
+
 class Reranker(ABC):
     """Reorders a candidate list by relevance to the query.
 
     Subclasses implement :meth:`score` on validated input; the public methods validate
     arguments and return new ``ScoredDocument`` objects carrying the reranker's scores.
+
+    ``first_stage_weight`` (default 0: pure reranker scores) interpolates min-max normalised
+    reranker scores with the min-max normalised scores the candidates arrived with (e.g. BM25),
+    a standard way to keep the first stage's lexical evidence. It only applies when the
+    candidates are ``ScoredDocument`` objects.
     """
+
+    first_stage_weight: float = 0.0
 
     def rerank(self, query: str, docs: Sequence[ScoredDocument | DocumentLike], k: int | None = None
                ) -> list[ScoredDocument]:
@@ -67,9 +84,12 @@ class Reranker(ABC):
         pairs = [(q, d) for q, ds in zip(queries, cands) for d in ds]
         scores = self.score([p[0] for p in pairs], [p[1] for p in pairs]) if pairs else []
         out, pos = [], 0
-        for ds in cands:
+        w = self.first_stage_weight
+        for raw, ds in zip(docs, cands):
             s = scores[pos : pos + len(ds)]
             pos += len(ds)
+            if w > 0 and ds and all(isinstance(d, ScoredDocument) for d in raw):
+                s = fuse_scores(s, [d.score for d in raw], w)
             order = sorted(range(len(ds)), key=lambda i: (-s[i], i))
             out.append([ScoredDocument(ds[i], float(s[i])) for i in order[:k]])
         return out

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .._validate import check_positive_int
+from .._validate import check_number, check_positive_int
 from ..models import resolve_model
 from ..types import Document
 from .base import Reranker
@@ -85,6 +85,8 @@ class CrossEncoderReranker(Reranker):
         quantize: ``"int8"`` applies torch dynamic int8 quantization to the Linear layers
             (CPU only; faster, slightly different scores).
         trust_remote_code: Allow checkpoints that ship their own modelling code. Off by default.
+        first_stage_weight: Interpolate with the candidates' first-stage scores (see
+            :class:`~ragprune.rerank.base.Reranker`); 0 = pure cross-encoder.
 
     A checkpoint with one output uses that logit as the score; with two outputs, the
     difference ``logit[1] - logit[0]``.
@@ -103,8 +105,10 @@ class CrossEncoderReranker(Reranker):
         device: str = "cpu",
         quantize: str | None = None,
         trust_remote_code: bool = False,
+        first_stage_weight: float = 0.0,
     ) -> None:
         owner = "CrossEncoderReranker"
+        self.first_stage_weight = check_number(first_stage_weight, "first_stage_weight", owner, low=0.0, high=1.0)
         self.max_length = check_positive_int(max_length, "max_length", owner)
         self.batch_size = check_positive_int(batch_size, "batch_size", owner)
         if quantize not in (None, "int8"):
@@ -144,5 +148,6 @@ class CrossEncoderReranker(Reranker):
         return out
 
     def __repr__(self) -> str:
+        fuse = f", first_stage_weight={self.first_stage_weight}" if self.first_stage_weight else ""
         return (f"CrossEncoderReranker({str(self.path)!r}, max_length={self.max_length}, "
-                f"quantize={self.quantize!r})")
+                f"quantize={self.quantize!r}{fuse})")
