@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 import sys
 import time
@@ -25,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ragprune.eval.beir import BeirDataset, load_beir
 from ragprune.eval.metrics import evaluate_run, run_from_hits
+from ragprune.eval.report import save_json
 from ragprune.retrieve.base import Retriever
 
 log = logging.getLogger("eval.beir")
@@ -178,10 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eval.beir: {e}", file=sys.stderr)
         return 2
     print_table(result)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
+    save_json(args.json, result)
     return 0
 
 

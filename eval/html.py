@@ -237,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import AutoTokenizer
 
+    from ragprune.eval.report import save_json
     from ragprune.models import resolve_model
     from ragprune.text import HFTokenCounter
 
@@ -280,10 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {k} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['seconds_per_page']:.3f} |")
     rd = res["readability"]
     print(f"\n## Readability test pages: {rd['pages']} pages, {rd['crashes']} crashes, {rd['invalid_html']} invalid outputs")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=1) + "\n")
-        print(f"wrote {args.json}")
+    save_json(args.json, res)
     if args.plot:
         plot(res, args.plot)
         print(f"wrote {args.plot}")

@@ -21,7 +21,6 @@ each baseline's curve at the same compression.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ragprune.eval.pruning_data import DATASETS, PruningQuestion, load_pruning_set
+from ragprune.eval.report import save_json
 from ragprune.text import count_tokens
 
 PROVENCE_THRESHOLDS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
@@ -235,11 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     cache: dict[str, Any] = {}
     results = [evaluate_dataset(d, args, methods, cache) for d in args.datasets]
     print_tables(results)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"results": results, "seed": args.seed, "limit": args.limit,
-                                         "provence": args.provence}, indent=1) + "\n")
-        print(f"wrote {args.json}")
+    save_json(args.json, {"results": results, "seed": args.seed, "limit": args.limit, "provence": args.provence})
     if args.plot:
         plot(results, args.plot)
         print(f"wrote {args.plot}")

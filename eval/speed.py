@@ -17,7 +17,6 @@ on the first ``--rank-bm25-queries`` queries only (it scores every document per 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -207,13 +206,12 @@ def main(argv: list[str] | None = None) -> int:
         sp_.add_argument("--repeats", type=int, default=3)
         sp_.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
+    from ragprune.eval.report import save_json
+
     result = {"bm25": bench_bm25, "dense": bench_dense, "rerank": bench_rerank}[args.bench](args)
     result["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     print_table(result)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
+    save_json(args.json, result)
     return 0
 
 

@@ -170,6 +170,33 @@ def read_documents(path: Path) -> list[Document]:
     return docs
 
 
+def write_records(path: str | os.PathLike[str], records: Iterable[Any]) -> None:
+    """Write dataclass records as JSON lines, atomically; ``None`` fields are left out."""
+    from dataclasses import asdict
+
+    tmp = Path(f"{path}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps({k: v for k, v in asdict(r).items() if v is not None}, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_records(path: str | os.PathLike[str], parse: Callable[[dict[str, Any]], Any], what: str) -> list[Any]:
+    """Parse every JSON line of ``path`` with ``parse``; errors name the file, line and ``what``."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(parse(json.loads(line)))
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{n} is not a valid {what} ({e}).") from e
+    if not out:
+        raise ValueError(f"{path} holds no {what}s.")
+    return out
+
+
 def load_npz(path: Path) -> dict[str, Any]:
     """Load an ``.npz`` file without ever unpickling objects."""
     import numpy as np

@@ -41,17 +41,18 @@ class SentenceSplitter(Protocol):
 _FALLBACK_SENT = re.compile(r"[^.!?\n]+(?:[.!?]+[\"')\]]*|\n|$)")
 
 
+def _trim(text: str, s: int, e: int) -> tuple[int, int]:
+    """Shrink ``[s, e)`` past leading and trailing whitespace."""
+    while s < e and text[s].isspace():
+        s += 1
+    while e > s and text[e - 1].isspace():
+        e -= 1
+    return s, e
+
+
 def _regex_spans(text: str) -> list[tuple[int, int]]:
-    spans = []
-    for m in _FALLBACK_SENT.finditer(text):
-        s, e = m.start(), m.end()
-        while s < e and text[s].isspace():
-            s += 1
-        while e > s and text[e - 1].isspace():
-            e -= 1
-        if e > s:
-            spans.append((s, e))
-    return spans
+    spans = [_trim(text, m.start(), m.end()) for m in _FALLBACK_SENT.finditer(text)]
+    return [(s, e) for s, e in spans if e > s]
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
@@ -94,10 +95,7 @@ def _blingfire_spans(line: str) -> list[tuple[int, int]]:
     for s, e in offsets:
         if not (prev <= s < e <= len(line)):
             return _regex_spans(line)
-        while s < e and line[s].isspace():
-            s += 1
-        while e > s and line[e - 1].isspace():
-            e -= 1
+        s, e = _trim(line, s, e)
         if e > s:
             spans.append((s, e))
             prev = e

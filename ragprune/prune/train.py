@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from .._io import read_records, write_records
+
 __all__ = ["PruningExample", "PrunerTrainConfig", "read_examples", "write_examples", "token_labels",
            "train_pruner"]
 
@@ -48,32 +50,20 @@ class PruningExample:
             raise ValueError(f"PruningExample: {len(self.spans)} spans but {len(self.labels)} labels.")
 
 
+def _example(r: dict[str, Any]) -> PruningExample:
+    return PruningExample(r["query"], r.get("title", ""), r["text"], tuple((int(a), int(b)) for a, b in r["spans"]),
+                          tuple(int(x) for x in r["labels"]), float(r["relevant"]), r.get("source", ""),
+                          r.get("teacher"))
+
+
 def read_examples(path: str | os.PathLike[str]) -> list[PruningExample]:
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-                out.append(PruningExample(r["query"], r.get("title", ""), r["text"],
-                                          tuple((int(a), int(b)) for a, b in r["spans"]),
-                                          tuple(int(x) for x in r["labels"]), float(r["relevant"]),
-                                          r.get("source", ""), r.get("teacher")))
-            except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"read_examples: {path}:{n} is not a valid pruning example ({e}).") from e
-    if not out:
-        raise ValueError(f"read_examples: {path} holds no examples.")
-    return out
+    """Read pruning examples from JSONL (see the module docstring)."""
+    return read_records(path, _example, "pruning example")
 
 
 def write_examples(path: str | os.PathLike[str], examples: Sequence[PruningExample]) -> None:
-    tmp = Path(f"{path}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for e in examples:
-            row = {k: v for k, v in asdict(e).items() if v is not None}
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    """Write pruning examples as JSONL (atomically)."""
+    write_records(path, examples)
 
 
 def token_labels(offsets: np.ndarray, sequence_ids: Sequence[int | None], text_offset: int,

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._io import read_records, write_records
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["TrainConfig", "TrainingGroup", "read_groups", "write_groups", "group_loss", "train_cross_encoder",
@@ -50,33 +52,19 @@ class TrainingGroup:
     t_negs: tuple[float, ...] | None = None
 
 
+def _group(r: dict[str, Any]) -> TrainingGroup:
+    return TrainingGroup(query=r["query"], pos=r["pos"], negs=tuple(r["negs"]), source=r.get("source", ""),
+                         t_pos=r.get("t_pos"), t_negs=tuple(r["t_negs"]) if r.get("t_negs") is not None else None)
+
+
 def read_groups(path: str | os.PathLike[str]) -> list[TrainingGroup]:
     """Read training groups from JSONL (see the module docstring)."""
-    groups = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-                groups.append(TrainingGroup(
-                    query=r["query"], pos=r["pos"], negs=tuple(r["negs"]), source=r.get("source", ""),
-                    t_pos=r.get("t_pos"), t_negs=tuple(r["t_negs"]) if r.get("t_negs") is not None else None))
-            except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"read_groups: {path}:{n} is not a valid training group ({e}).") from e
-    if not groups:
-        raise ValueError(f"read_groups: {path} holds no training groups.")
-    return groups
+    return read_records(path, _group, "training group")
 
 
 def write_groups(path: str | os.PathLike[str], groups: Sequence[TrainingGroup]) -> None:
     """Write training groups as JSONL (atomically)."""
-    tmp = Path(f"{path}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for g in groups:
-            row = {k: v for k, v in asdict(g).items() if v is not None}
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_records(path, groups)
 
 
 @dataclass
