@@ -74,7 +74,24 @@ def build_retriever(args: argparse.Namespace, ds: BeirDataset, ds_path: Path) ->
 def build_reranker(args: argparse.Namespace) -> Any:
     from ragprune.rerank.cross_encoder import CrossEncoderReranker
 
-    return CrossEncoderReranker(args.reranker_model, max_length=args.rerank_max_length, quantize=args.quantize)
+    return CrossEncoderReranker(args.reranker_model, max_length=args.rerank_max_length, quantize=args.quantize,
+                                first_stage_weight=0.0)
+
+
+def _fuse(first: list[list[Any]], raw: list[list[Any]], weight: float) -> list[list[Any]]:
+    """Rerank each list by reranker scores interpolated with its first-stage scores."""
+    from ragprune.rerank.base import fuse_scores
+    from ragprune.types import ScoredDocument
+
+    if weight <= 0:
+        return raw
+    out = []
+    for f, r in zip(first, raw):
+        model = {h.document.id: h.score for h in r}
+        s = fuse_scores([model[h.document.id] for h in f], [h.score for h in f], weight)
+        order = sorted(range(len(f)), key=lambda i: (-s[i], i))
+        out.append([ScoredDocument(f[i].document, s[i]) for i in order])
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -88,8 +105,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reranker-model", default="ragprune-reranker", help="cross-encoder checkpoint folder")
     p.add_argument("--rerank-max-length", type=int, default=256, help="tokens per (query, passage) pair")
     p.add_argument("--quantize", choices=["int8"], default=None, help="int8 dynamic quantization (CPU)")
+    p.add_argument("--first-stage-weight", type=float, default=None,
+                   help="interpolate reranker and first-stage scores (default: the checkpoint's recommendation)")
     p.add_argument("--fusion-weights", type=float, nargs="*", default=[],
-                   help="also report reranker scores interpolated with first-stage scores at these weights")
+                   help="also report these interpolation weights (the pure reranker, 0, is always reported)")
     p.add_argument("--top-k", type=int, default=100, help="candidates retrieved per query (default 100)")
     p.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
     p.add_argument("--model", default="minilm", help="dense model: local folder or 'minilm'/'mpnet'")
@@ -123,23 +142,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t_rerank = 0.0
     fused: dict[str, dict[str, float]] = {}
     if args.reranker:
-        from ragprune.rerank.base import fuse_scores
-        from ragprune.types import ScoredDocument
+        from ragprune.rerank.cross_encoder import _recommended
 
-        reranker = build_reranker(args)
-        pipeline += f" >> {reranker!r}"
+        reranker = build_reranker(args)  # raw cross-encoder scores; fusion is applied below
+        weight = args.first_stage_weight
+        if weight is None:
+            weight = float(_recommended(reranker.path).get("first_stage_weight", 0.0))
+        pipeline += f" >> {reranker!r}" + (f" fused with first stage (weight {weight})" if weight else "")
         t2 = time.perf_counter()
         first = hits
-        hits = [reranker.rerank(q, h) for q, h in zip(tqdm(texts, desc="rerank", unit="query"), hits)]
+        raw = [reranker.rerank(q, h) for q, h in zip(tqdm(texts, desc="rerank", unit="query"), hits)]
         t_rerank = time.perf_counter() - t2
-        for w in args.fusion_weights:  # same reranker scores, interpolated with the first stage
-            runs = []
-            for f, r in zip(first, hits):
-                model = {h.document.id: h.score for h in r}
-                s = fuse_scores([model[h.document.id] for h in f], [h.score for h in f], w)
-                order = sorted(range(len(f)), key=lambda i: (-s[i], i))
-                runs.append([ScoredDocument(f[i].document, s[i]) for i in order])
-            m = evaluate_run(qrels, run_from_hits(qids, runs, ignore_identical_ids=not args.keep_identical_ids))
+        hits = _fuse(first, raw, weight)
+        for w in sorted({0.0, *args.fusion_weights} - {weight}):  # same scores, other interpolation weights
+            m = evaluate_run(qrels, run_from_hits(qids, _fuse(first, raw, w), ignore_identical_ids=not args.keep_identical_ids))
             fused[str(w)] = {k: round(v, 4) for k, v in m.items()}
     metrics = evaluate_run(qrels, run_from_hits(qids, hits, ignore_identical_ids=not args.keep_identical_ids))
     return {
@@ -164,7 +180,7 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"| {result['dataset']} | {result['split']} | {result['pipeline']} | {result['num_queries']} | "
           f"{m['ndcg@10']:.4f} | {m['recall@100']:.4f} | {m['mrr@10']:.4f} | {result['seconds']} |")
     for w, fm in result.get("fused_with_first_stage", {}).items():
-        print(f"| {result['dataset']} | {result['split']} | ... fused with first stage, weight {w} | "
+        print(f"| {result['dataset']} | {result['split']} | ... first-stage weight {w} instead | "
               f"{result['num_queries']} | {fm['ndcg@10']:.4f} | {fm['recall@100']:.4f} | {fm['mrr@10']:.4f} | |")
 
 

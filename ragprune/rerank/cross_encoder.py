@@ -71,6 +71,14 @@ def load_cross_encoder(model: str | os.PathLike[str], *, trust_remote_code: bool
     return tok, net.eval(), path
 
 
+def _recommended(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((path / "ragprune.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 class CrossEncoderReranker(Reranker):
     """Scores ``(query, title + passage)`` pairs jointly with a cross-encoder.
 
@@ -86,7 +94,9 @@ class CrossEncoderReranker(Reranker):
             (CPU only; faster, slightly different scores).
         trust_remote_code: Allow checkpoints that ship their own modelling code. Off by default.
         first_stage_weight: Interpolate with the candidates' first-stage scores (see
-            :class:`~ragprune.rerank.base.Reranker`); 0 = pure cross-encoder.
+            :class:`~ragprune.rerank.base.Reranker`); 0 = pure cross-encoder. ``None`` (default)
+            uses the value recommended in the checkpoint's ``ragprune.json`` (tuned on a dev
+            split, see the model card), or 0 for checkpoints without one.
 
     A checkpoint with one output uses that logit as the score; with two outputs, the
     difference ``logit[1] - logit[0]``.
@@ -105,16 +115,18 @@ class CrossEncoderReranker(Reranker):
         device: str = "cpu",
         quantize: str | None = None,
         trust_remote_code: bool = False,
-        first_stage_weight: float = 0.0,
+        first_stage_weight: float | None = None,
     ) -> None:
         owner = "CrossEncoderReranker"
-        self.first_stage_weight = check_number(first_stage_weight, "first_stage_weight", owner, low=0.0, high=1.0)
         self.max_length = check_positive_int(max_length, "max_length", owner)
         self.batch_size = check_positive_int(batch_size, "batch_size", owner)
         if quantize not in (None, "int8"):
             raise ValueError(f"{owner}: unknown quantize {quantize!r}; expected None or 'int8'.")
         torch = _import_torch()
         self.tokenizer, net, self.path = load_cross_encoder(model, trust_remote_code=trust_remote_code)
+        if first_stage_weight is None:  # the checkpoint's recommendation (ragprune.json), else pure scores
+            first_stage_weight = _recommended(self.path).get("first_stage_weight", 0.0)
+        self.first_stage_weight = check_number(first_stage_weight, "first_stage_weight", owner, low=0.0, high=1.0)
         self.num_labels = int(net.config.num_labels)
         if self.num_labels not in (1, 2):
             raise ValueError(f"{owner}: {self.path} has {self.num_labels} outputs; a cross-encoder has 1 or 2.")
