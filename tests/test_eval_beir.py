@@ -94,3 +94,19 @@ def test_read_qrels_rejects_short_rows(tmp_path):
     p.write_text("query-id\tcorpus-id\tscore\nq1\td1\n")
     with pytest.raises(ValueError, match="needs 3 tab-separated columns"):
         read_qrels(p)
+
+
+def test_eval_beir_with_reranker_reports_pure_and_fused(tiny_beir, tmp_path):
+    pytest.importorskip("torch")
+    from eval.beir import main
+    from tests.test_cross_encoder import make_tiny_cross_encoder
+
+    ce = make_tiny_cross_encoder(tmp_path / "ce")
+    out = tmp_path / "r.json"
+    assert main(["--data", str(tiny_beir), "--retriever", "bm25", "--reranker", "cross-encoder",
+                 "--reranker-model", str(ce), "--first-stage-weight", "1.0", "--fusion-weights", "0.5",
+                 "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["metrics"]["ndcg@10"] == pytest.approx(1.0)  # weight 1.0 = BM25 order, perfect here
+    assert set(res["fused_with_first_stage"]) == {"0.0", "0.5"}
+    assert "CrossEncoderReranker" in res["pipeline"]
