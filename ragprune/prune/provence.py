@@ -93,7 +93,7 @@ def init_provence(init: str | os.PathLike[str]) -> tuple[Any, Any]:
     path = resolve_model(init, owner="init_provence")
     tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     encoder = AutoModel.from_pretrained(str(path), local_files_only=True, add_pooling_layer=True)
-    model = ProvenceModel(encoder)
+    model = ProvenceModel(encoder).float()  # shipped checkpoints are fp16: train in fp32
     weights = path / "model.safetensors"
     if weights.is_file():
         with safe_open(str(weights), "pt") as f:
