@@ -1,0 +1,1 @@
+"""Adapters for LangChain-style frameworks (import the submodule you need)."""
