@@ -71,6 +71,26 @@ def build_retriever(args: argparse.Namespace, ds: BeirDataset, ds_path: Path) ->
     return hybrid, f"hybrid(bm25+dense({Path(args.model).name}),{args.fusion},w_dense={args.dense_weight})"
 
 
+def read_run(path: Path, ds: BeirDataset, qids: list[str], k: int) -> list[list[Any]]:
+    """First-stage candidates from a TREC run file (``qid Q0 docid rank score tag``)."""
+    from ragprune.types import ScoredDocument
+
+    by_id = {d.id: d for d in ds.corpus}
+    runs: dict[str, list[tuple[float, int, str]]] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) < 5:
+            raise ValueError(f"{path}:{n} is not a TREC run line (qid Q0 docid rank score tag).")
+        runs.setdefault(parts[0], []).append((-float(parts[4]), int(parts[3]), parts[2]))
+    out = []
+    for q in qids:
+        ranked = sorted(runs.get(q, []))[:k]
+        out.append([ScoredDocument(by_id[d], -s) for s, _, d in ranked if d in by_id])
+    return out
+
+
 def build_reranker(args: argparse.Namespace) -> Any:
     from ragprune.rerank.cross_encoder import CrossEncoderReranker
 
@@ -100,6 +120,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", required=True, type=Path, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
     p.add_argument("--split", default="test", help="qrels split (default: test)")
     p.add_argument("--retriever", choices=RETRIEVERS, default="bm25")
+    p.add_argument("--run", type=Path, default=None,
+                   help="use this TREC run file as the first stage instead of --retriever (standard for reranking)")
     p.add_argument("--reranker", default=None, choices=[None, "cross-encoder"],
                    help="rerank the top-k: 'cross-encoder' (default model: the shipped ragprune reranker)")
     p.add_argument("--reranker-model", default="ragprune-reranker", help="cross-encoder checkpoint folder")
@@ -133,12 +155,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     qids = list(ds.queries)[: args.max_queries] if args.max_queries else list(ds.queries)
     qrels = {q: ds.qrels[q] for q in qids}
     t0 = time.perf_counter()
-    retriever, pipeline = build_retriever(args, ds, args.data)
-    t_index = time.perf_counter() - t0
-    t1 = time.perf_counter()
     texts = [ds.queries[q] for q in qids]
-    hits = retriever.retrieve_many(texts, k=args.top_k)
-    t_search = time.perf_counter() - t1
+    if args.run is not None:
+        hits, pipeline = read_run(args.run, ds, qids, args.top_k), f"run({args.run.name})"
+        t_index = t_search = 0.0
+    else:
+        retriever, pipeline = build_retriever(args, ds, args.data)
+        t_index = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        hits = retriever.retrieve_many(texts, k=args.top_k)
+        t_search = time.perf_counter() - t1
     t_rerank = 0.0
     fused: dict[str, dict[str, float]] = {}
     if args.reranker:
