@@ -335,4 +335,4 @@ class ProvencePruner(Pruner, Reranker):
         return p
 
     def __repr__(self) -> str:
-        return f"ProvencePruner({str(self.path)!r}, threshold={self.threshold})"
+        return f"ProvencePruner({self.path.name!r}, threshold={self.threshold})"

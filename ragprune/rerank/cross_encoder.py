@@ -161,5 +161,5 @@ class CrossEncoderReranker(Reranker):
 
     def __repr__(self) -> str:
         fuse = f", first_stage_weight={self.first_stage_weight}" if self.first_stage_weight else ""
-        return (f"CrossEncoderReranker({str(self.path)!r}, max_length={self.max_length}, "
+        return (f"CrossEncoderReranker({self.path.name!r}, max_length={self.max_length}, "
                 f"quantize={self.quantize!r}{fuse})")
