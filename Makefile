@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 SHARED ?= ../shared
 
-.PHONY: install demo test test-fast lint eval-retrieval speed clean
+.PHONY: install demo test test-fast lint eval-retrieval eval-rerank eval-pruning eval-html speed clean
 
 install: $(VENV)/.installed
 
@@ -35,9 +35,20 @@ eval-retrieval: install
 	$(PY) -m eval.beir --data $(SHARED)/data/beir_scifact --retriever hybrid --fusion rrf --json eval/results/scifact_hybrid_rrf.json
 	$(PY) -m eval.beir --data $(SHARED)/data/beir_scifact --retriever hybrid --fusion convex --json eval/results/scifact_hybrid_convex.json
 
+eval-rerank: install
+	$(PY) -m eval.beir --data $(SHARED)/data/beir_scifact --retriever bm25 --reranker cross-encoder --fusion-weights 0.3 0.5 0.7 --json eval/results/scifact_bm25_rerank.json
+	$(PY) -m eval.beir --data $(SHARED)/data/msmarco_trecdl_subset/dl19 --run $(SHARED)/data/msmarco_trecdl_subset/dl19/bm25_top100.run --reranker cross-encoder --fusion-weights 0.2 0.6 --json eval/results/dl19_bm25run_rerank.json
+
+eval-pruning: install
+	$(PY) -m eval.pruning --shared $(SHARED)/data --json eval/results/pruning.json --plot eval/results/pruning.png
+
+eval-html: install
+	$(PY) -m eval.html --shared $(SHARED)/data --questions 60 --scorers bm25 --json eval/results/html.json --plot eval/results/html.png
+
 speed: install
 	$(PY) -m eval.speed bm25 --data $(SHARED)/data/beir_scifact --json eval/results/speed_bm25.json
 	$(PY) -m eval.speed dense --data $(SHARED)/data/beir_scifact --json eval/results/speed_dense.json
+	$(PY) -m eval.speed rerank --data $(SHARED)/data/beir_scifact --json eval/results/speed_rerank.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
