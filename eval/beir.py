@@ -153,7 +153,7 @@ def _prp_stage(args: argparse.Namespace, qids: list[str], texts: list[str], hits
         kwargs["model"] = args.llm_model
     llm = load_llm(args.llm, backend=args.llm_backend, **kwargs)
     reranker = PairwiseReranker(llm, method=args.method, k=args.prp_k, both_orders=not args.one_order,
-                                max_passage_words=args.max_passage_words)
+                                decision=args.decision, max_passage_words=args.max_passage_words)
     done: dict[str, dict[str, Any]] = {}
     if args.prp_cache and args.prp_cache.exists():
         for line in args.prp_cache.read_text(encoding="utf-8").splitlines():
@@ -212,6 +212,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--method", default="sliding", choices=("sliding", "heapsort", "allpair"))
     g.add_argument("--prp-k", type=int, default=10, help="top positions sorted by sliding/heapsort")
     g.add_argument("--one-order", action="store_true", help="ask each comparison in one order only")
+    g.add_argument("--decision", default="labels", choices=("labels", "margin"),
+                   help="both-order rule: the paper's label agreement, or the debiased logprob margin")
     g.add_argument("--max-passage-words", type=int, default=128, help="passage length in the prompt")
     g.add_argument("--prp-cache", type=Path, default=None,
                    help="append per-query results here and skip queries already in it (resume long runs)")

@@ -201,3 +201,31 @@ def test_prompt_order_reuses_the_previous_passage_a() -> None:
     starts = first_a[2::2]  # first prompt of every comparison after the first
     previous = first_a[1::2][: len(starts)]
     assert starts == previous and len(starts) == 3
+
+
+class BiasedLogprobLLM(LLMBackend):
+    """Always prefers Passage A by a wide margin, but the margin still tracks relevance."""
+
+    name = "biased"
+
+    def generate(self, prompt: str, *, max_tokens: int = 32) -> LLMReply:
+        raise AssertionError("choose() should be used")
+
+    def choose(self, prompt, labels, *, answer_prefix=""):
+        a, b = (int(x) for x in re.findall(r"relevance (\d+)", prompt))
+        margin = 3.0 + 0.1 * (a - b)  # logP(A) - logP(B): position bias 3.0 plus a small real signal
+        return LLMReply(text="Passage A", label_logprobs={"A": -0.05, "B": -0.05 - margin})
+
+
+def test_margin_decision_cancels_position_bias() -> None:
+    values = [3, 9, 1, 7, 5]
+    labels = PairwiseReranker(BiasedLogprobLLM(), method="allpair").rerank("q", docs(values))
+    assert [d.id for d in labels] == [f"d{i}" for i in range(5)]  # the paper's rule: all ties
+    assert labels.stats.disagreements == labels.stats.comparisons
+    margin = PairwiseReranker(BiasedLogprobLLM(), method="allpair", decision="margin").rerank("q", docs(values))
+    assert relevance(margin) == [9, 7, 5, 3, 1]
+    # without logprobs the margin rule falls back to labels
+    text_only = PairwiseReranker(OracleLLM(bias="A"), method="allpair", decision="margin").rerank("q", docs(values))
+    assert [d.id for d in text_only] == [f"d{i}" for i in range(5)]
+    with pytest.raises(ValueError, match="decision"):
+        PairwiseReranker(OracleLLM(), decision="vote")

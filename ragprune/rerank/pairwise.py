@@ -91,14 +91,15 @@ class _Session:
     def __init__(self, reranker: PairwiseReranker, query: str, docs: list[Document]) -> None:
         self.r, self.query = reranker, query
         self.texts = [reranker._passage(d) for d in docs]
-        self.cache: dict[tuple[int, int], str | None] = {}
+        self.cache: dict[tuple[int, int], tuple[str | None, float | None]] = {}
         self.calls = self.hits = self.comparisons = self.disagreements = self.failures = 0
         self.prompt_tokens = self.completion_tokens = 0
         self.exhausted = False
         self.last_a = -1
 
-    def ask(self, a: int, b: int) -> str | None:
-        """The label the LLM picks with ``a`` shown as Passage A and ``b`` as Passage B."""
+    def ask(self, a: int, b: int) -> tuple[str | None, float | None]:
+        """With ``a`` as Passage A and ``b`` as Passage B: the label the LLM picks and its
+        log-probability margin ``logP(A) - logP(B)`` (``None`` when the backend gives no logprobs)."""
         key = (a, b)
         if self.r.cache and key in self.cache:
             self.hits += 1
@@ -108,9 +109,10 @@ class _Session:
                 logger.warning("PairwiseReranker: max_calls=%d reached; remaining comparisons are ties",
                                self.r.max_calls)
             self.exhausted = True
-            return None
+            return None, None
         prompt = self.r.prompt.format(query=self.query, a=self.texts[a], b=self.texts[b])
         self.calls += 1
+        margin = None
         try:
             reply = self.r.llm.choose(prompt, LABELS, answer_prefix="Passage ")
         except LLMResponseError as e:
@@ -120,29 +122,37 @@ class _Session:
             self.prompt_tokens += reply.prompt_tokens
             self.completion_tokens += reply.completion_tokens
             label = pick_label(reply, LABELS)
+            lp = reply.label_logprobs or {}
+            if all(isinstance(lp.get(x), float) and math.isfinite(lp[x]) for x in LABELS):
+                margin = lp["A"] - lp["B"]
             if label is None:
                 logger.info("PairwiseReranker: LLM output names no passage, counted as a tie: %r", reply.text[:80])
-        if label is None and not self.exhausted:
+        if label is None:
             self.failures += 1
-        self.cache[key] = label
-        return label
+        self.cache[key] = (label, margin)
+        return label, margin
 
     def compare(self, i: int, j: int) -> int:
         """+1 if document ``i`` is more relevant than ``j``, -1 if less, 0 for a tie."""
         self.comparisons += 1
         if not self.r.both_orders:
             self.last_a = i
-            return {"A": 1, "B": -1}.get(self.ask(i, j) or "", 0)
+            return {"A": 1, "B": -1}.get(self.ask(i, j)[0] or "", 0)
         # Ask first the order whose Passage A was Passage A of the previous prompt: servers
         # with prompt caching (llama.cpp, vLLM) then reuse the KV of the shared prefix.
-        first_i = self.last_a != j
-        v1 = {"A": 1, "B": -1}.get(self.ask(i, j) or "", 0) if first_i else None
-        v2 = {"A": -1, "B": 1}.get(self.ask(j, i) or "", 0)
-        if v1 is None:
-            v1 = {"A": 1, "B": -1}.get(self.ask(i, j) or "", 0)
-        self.last_a = i if not first_i else j
+        if self.last_a == j:
+            (l2, m2), (l1, m1) = self.ask(j, i), self.ask(i, j)
+            self.last_a = i
+        else:
+            (l1, m1), (l2, m2) = self.ask(i, j), self.ask(j, i)
+            self.last_a = j
+        v1, v2 = {"A": 1, "B": -1}.get(l1 or "", 0), {"A": -1, "B": 1}.get(l2 or "", 0)
         if v1 and v2 and v1 != v2:
             self.disagreements += 1
+        if self.r.decision == "margin" and m1 is not None and m2 is not None:
+            # m1 = bias + s, m2 = bias - s: the difference cancels a constant position bias
+            s = m1 - m2
+            return 1 if s > 0 else -1 if s < 0 else 0
         return v1 if v1 == v2 else 0
 
 
@@ -156,6 +166,12 @@ class PairwiseReranker(Reranker):
         k: How many top positions ``sliding`` and ``heapsort`` sort (the paper's K); the rest
             keep their input order. ``allpair`` always orders everything.
         both_orders: Ask each comparison as A/B and B/A; disagreement -> tie.
+        decision: How a both-order comparison is decided. ``"labels"`` (the paper's rule):
+            ``i`` wins only when both orders pick it; otherwise a tie. ``"margin"``: when the
+            backend exposes label log-probabilities, ``i`` wins when
+            ``[logP(A)-logP(B)]`` with ``i`` as A exceeds the same margin with ``j`` as A,
+            which cancels a constant preference for one position (small models often prefer
+            Passage A whatever it says); falls back to ``"labels"`` without log-probabilities.
         max_calls: Hard cap on LLM calls per query (``None``: no cap); once reached, the
             remaining comparisons are ties and ``stats.budget_exhausted`` is set.
         max_passage_words: Passages are cut to this many words in the prompt.
@@ -177,7 +193,7 @@ class PairwiseReranker(Reranker):
     """
 
     def __init__(self, llm: LLMBackend, method: str = "sliding", k: int = 10, *, both_orders: bool = True,
-                 max_calls: int | None = None, max_passage_words: int = 128, prompt: str = PRP_PROMPT,
+                 decision: str = "labels", max_calls: int | None = None, max_passage_words: int = 128, prompt: str = PRP_PROMPT,
                  cache: bool = True) -> None:
         owner = "PairwiseReranker"
         if not isinstance(llm, LLMBackend):
@@ -185,6 +201,7 @@ class PairwiseReranker(Reranker):
                             f"got {type(llm).__name__}.")
         self.method = check_choice(method, METHODS, "method", owner)
         self.k = check_positive_int(k, "k", owner)
+        self.decision = check_choice(decision, ("labels", "margin"), "decision", owner)
         if max_calls is not None:
             check_positive_int(max_calls, "max_calls", owner)
         check_positive_int(max_passage_words, "max_passage_words", owner)
@@ -195,7 +212,7 @@ class PairwiseReranker(Reranker):
 
     def __repr__(self) -> str:
         return (f"PairwiseReranker({self.llm!r}, method={self.method!r}, k={self.k}, "
-                f"both_orders={self.both_orders})")
+                f"both_orders={self.both_orders}, decision={self.decision!r})")
 
     def _passage(self, doc: Document) -> str:
         return " ".join(doc.full_text.split()[: self.max_passage_words])
