@@ -62,3 +62,29 @@ def test_standard_retriever_contract(toy_docs):
     import asyncio
 
     assert len(asyncio.run(retriever.ainvoke("cats"))) == 3
+
+
+def _standard_tests_base():
+    try:
+        from langchain_tests.integration_tests import RetrieversIntegrationTests
+    except ImportError:
+        return object
+    return RetrieversIntegrationTests
+
+
+class TestRagpruneRetrieverStandard(_standard_tests_base()):
+    """langchain-tests' standard retriever suite (k in the constructor and per call, sync/async)."""
+
+    @property
+    def retriever_constructor(self):
+        return RagpruneRetriever
+
+    @property
+    def retriever_constructor_params(self):
+        from tests.conftest import TOY
+
+        return {"engine": BM25Retriever.from_documents([dict(d) for d in TOY]), "k": 3}
+
+    @property
+    def retriever_query_example(self):
+        return "capital city of France"

@@ -60,11 +60,13 @@ class RagpruneRetriever(BaseRetriever):
     engine: Any
     k: int = 4
 
-    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[LCDocument]:
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
+                                k: int | None = None) -> list[LCDocument]:
+        """``k`` (e.g. ``retriever.invoke(q, k=2)``) overrides the constructor's ``k`` for one call."""
         if hasattr(self.engine, "run"):
             ctx = self.engine.run(query)
-            return [to_langchain(d) for d in ctx.documents]
-        return [to_langchain(h) for h in self.engine.retrieve(query, k=self.k)]
+            return [to_langchain(d) for d in ctx.documents][: k or None]
+        return [to_langchain(h) for h in self.engine.retrieve(query, k=k or self.k)]
 
 
 class RagpruneCompressor(BaseDocumentCompressor):
