@@ -51,6 +51,7 @@ speed: install
 	$(PY) -m eval.speed bm25 --data $(SHARED)/data/beir_scifact --json eval/results/speed_bm25.json
 	$(PY) -m eval.speed dense --data $(SHARED)/data/beir_scifact --json eval/results/speed_dense.json
 	$(PY) -m eval.speed rerank --data $(SHARED)/data/beir_scifact --json eval/results/speed_rerank.json
+	$(PY) -m eval.speed prune --data $(SHARED)/data/beir_scifact --json eval/results/speed_prune.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

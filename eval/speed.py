@@ -161,6 +161,44 @@ def bench_rerank(args: argparse.Namespace) -> dict[str, Any]:
             "ratios": {"int8_speedup": rows[0]["seconds_per_query"] / rows[1]["seconds_per_query"]}}
 
 
+def bench_prune(args: argparse.Namespace) -> dict[str, Any]:
+    """Provence prune + rerank of 100 passages of ~``--passage-tokens`` tokens, fp32 vs int8."""
+    import torch
+
+    from ragprune.eval.beir import load_beir
+    from ragprune.prune.provence import ProvencePruner
+    from ragprune.retrieve.bm25 import BM25Retriever
+    from ragprune.text import count_tokens
+    from ragprune.types import Document
+
+    torch.set_num_threads(args.threads)
+    ds = load_beir(args.data, "test")
+    bm25 = BM25Retriever.from_documents(ds.corpus)
+    queries = list(ds.queries.values())[: args.queries]
+
+    def cut(doc: Document) -> Document:  # the first ~N tokens, ending at a word boundary
+        words = doc.text.split()
+        return Document(id=doc.id, title=doc.title, text=" ".join(words[: int(args.passage_tokens * 0.75)]))
+
+    cands = [[cut(h.document) for h in c] for c in bm25.retrieve_many(queries, k=100)]
+    mean_tokens = statistics.mean(count_tokens(d.full_text) for c in cands for d in c)
+    rows = []
+    for quant in (None, "int8"):
+        pruner = ProvencePruner(args.model, quantize=quant)
+        pruner.prune(queries[0], cands[0][:8])  # warm-up
+        per_query = []
+        for q, c in zip(queries, cands):
+            t = time.perf_counter()
+            pruner.prune(q, c)  # one pass: ranking score and kept sentences for every passage
+            per_query.append(time.perf_counter() - t)
+        rows.append({"model": f"{pruner.path.name} ({quant or 'fp32'})", "passages": 100,
+                     "seconds_per_query": statistics.median(per_query),
+                     "passages_per_s": 100 / statistics.median(per_query)})
+    return {"benchmark": "prune", "dataset": ds.name, "docs": len(ds.corpus), "queries": len(queries),
+            "threads": args.threads, "mean_passage_tokens": mean_tokens, "rows": rows,
+            "ratios": {"int8_speedup": rows[0]["seconds_per_query"] / rows[1]["seconds_per_query"]}}
+
+
 def _version(dist: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -201,14 +239,19 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--max-length", type=int, default=256)
     pr.add_argument("--queries", type=int, default=5)
     pr.add_argument("--threads", type=int, default=2)
-    for sp_ in (pb, pd, pr):
+    pp = sub.add_parser("prune", help="Provence prune + rerank latency for 100 passages, fp32 vs int8")
+    pp.add_argument("--model", default="ragprune-provence")
+    pp.add_argument("--passage-tokens", type=int, default=200)
+    pp.add_argument("--queries", type=int, default=5)
+    pp.add_argument("--threads", type=int, default=2)
+    for sp_ in (pb, pd, pr, pp):
         sp_.add_argument("--data", type=Path, default=Path("../shared/data/beir_scifact"))
         sp_.add_argument("--repeats", type=int, default=3)
         sp_.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     from ragprune.eval.report import save_json
 
-    result = {"bm25": bench_bm25, "dense": bench_dense, "rerank": bench_rerank}[args.bench](args)
+    result = {"bm25": bench_bm25, "dense": bench_dense, "rerank": bench_rerank, "prune": bench_prune}[args.bench](args)
     result["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     print_table(result)
     save_json(args.json, result)

@@ -54,6 +54,14 @@ def test_threshold_extremes(tiny_provence):
     assert drop_all.kept == () and drop_all.text == "" and drop_all.compression == 1.0
 
 
+def test_int8_quantization_close_to_fp32(tiny_provence):
+    doc = [Document(id="a", text=TEXT)]
+    fp32 = ProvencePruner(tiny_provence, threshold=0.0).sentence_scores("what causes scurvy", doc[0])
+    int8 = ProvencePruner(tiny_provence, threshold=0.0, quantize="int8").sentence_scores("what causes scurvy", doc[0])
+    assert fp32[0] == int8[0]  # same sentences
+    assert np.allclose(fp32[1], int8[1], atol=0.05)
+
+
 def test_long_context_is_windowed_not_cut(pruner):
     sents = [f"Sentence number {i} talks about topic {i % 7}." for i in range(120)]
     doc = Document(id="long", text=" ".join(sents))
@@ -101,6 +109,8 @@ def test_options_do_not_leak_and_input_untouched(tiny_provence):
     ({"threshold": "high"}, TypeError, "threshold must be a number"),
     ({"top_k": 0}, ValueError, "top_k must be >= 1"),
     ({"sentence_order": "random"}, ValueError, "unknown sentence_order"),
+    ({"quantize": "int4"}, ValueError, "unknown quantize"),
+    ({"quantize": "int8", "device": "cuda"}, ValueError, "CPU only"),
 ])
 def test_bad_options(tiny_provence, kwargs, exc, msg):
     with pytest.raises(exc, match=msg):

@@ -10,11 +10,11 @@ import json
 import logging
 import os
 import threading
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._quant import check_quantize, int8_dynamic
 from .._validate import check_number, check_positive_int
 from ..models import resolve_model
 from ..types import Document
@@ -120,9 +120,8 @@ class CrossEncoderReranker(Reranker):
         owner = "CrossEncoderReranker"
         self.max_length = check_positive_int(max_length, "max_length", owner)
         self.batch_size = check_positive_int(batch_size, "batch_size", owner)
-        if quantize not in (None, "int8"):
-            raise ValueError(f"{owner}: unknown quantize {quantize!r}; expected None or 'int8'.")
-        torch = _import_torch()
+        check_quantize(quantize, device, owner)
+        _import_torch()  # a clear ImportError before anything else
         self.tokenizer, net, self.path = load_cross_encoder(model, trust_remote_code=trust_remote_code)
         if first_stage_weight is None:  # the checkpoint's recommendation (ragprune.json), else pure scores
             first_stage_weight = _recommended(self.path).get("first_stage_weight", 0.0)
@@ -132,11 +131,7 @@ class CrossEncoderReranker(Reranker):
             raise ValueError(f"{owner}: {self.path} has {self.num_labels} outputs; a cross-encoder has 1 or 2.")
         net = net.float()
         if quantize == "int8":
-            if device != "cpu":
-                raise ValueError(f"{owner}: int8 dynamic quantization runs on CPU only.")
-            with warnings.catch_warnings():  # torch marks eager-mode quantization as deprecated
-                warnings.simplefilter("ignore")
-                net = torch.ao.quantization.quantize_dynamic(net, {torch.nn.Linear}, dtype=torch.qint8)
+            net = int8_dynamic(net)
         self.model = net.to(device)
         self.device = device
         self.quantize = quantize
