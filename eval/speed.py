@@ -176,12 +176,18 @@ def bench_prune(args: argparse.Namespace) -> dict[str, Any]:
     bm25 = BM25Retriever.from_documents(ds.corpus)
     queries = list(ds.queries.values())[: args.queries]
 
-    def cut(doc: Document) -> Document:  # the first ~N tokens, ending at a word boundary
-        words = doc.text.split()
-        return Document(id=doc.id, title=doc.title, text=" ".join(words[: int(args.passage_tokens * 0.75)]))
+    tokenizer = ProvencePruner(args.model).tokenizer
+
+    def cut(doc: Document) -> Document:  # title + text cut to ~N model (wordpiece) tokens
+        enc = tokenizer(doc.full_text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"][: args.passage_tokens]
+        end = max(0, offsets[-1][1] - len(doc.title) - 1) if offsets and doc.title else (offsets[-1][1] if offsets else 0)
+        return Document(id=doc.id, title=doc.title, text=doc.text[:end])
 
     cands = [[cut(h.document) for h in c] for c in bm25.retrieve_many(queries, k=100)]
     mean_tokens = statistics.mean(count_tokens(d.full_text) for c in cands for d in c)
+    mean_wordpieces = statistics.mean(len(tokenizer(d.full_text, add_special_tokens=False)["input_ids"])
+                                      for c in cands for d in c)
     rows = []
     for quant in (None, "int8"):
         pruner = ProvencePruner(args.model, quantize=quant)
@@ -195,7 +201,8 @@ def bench_prune(args: argparse.Namespace) -> dict[str, Any]:
                      "seconds_per_query": statistics.median(per_query),
                      "passages_per_s": 100 / statistics.median(per_query)})
     return {"benchmark": "prune", "dataset": ds.name, "docs": len(ds.corpus), "queries": len(queries),
-            "threads": args.threads, "mean_passage_tokens": mean_tokens, "rows": rows,
+            "threads": args.threads, "mean_passage_tokens": mean_tokens,
+            "mean_passage_model_tokens": mean_wordpieces, "rows": rows,
             "ratios": {"int8_speedup": rows[0]["seconds_per_query"] / rows[1]["seconds_per_query"]}}
 
 
@@ -241,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--threads", type=int, default=2)
     pp = sub.add_parser("prune", help="Provence prune + rerank latency for 100 passages, fp32 vs int8")
     pp.add_argument("--model", default="ragprune-provence")
-    pp.add_argument("--passage-tokens", type=int, default=200)
+    pp.add_argument("--passage-tokens", type=int, default=200, help="passage length in model (wordpiece) tokens")
     pp.add_argument("--queries", type=int, default=5)
     pp.add_argument("--threads", type=int, default=2)
     for sp_ in (pb, pd, pr, pp):

@@ -250,12 +250,16 @@ class ProvencePruner(Pruner, Reranker):
         """
         torch = _torch()
         spans = spans if spans is not None else [[] for _ in docs]
-        out: list[tuple[float, np.ndarray]] = []
+        # similar lengths in one batch -> little padding; results go back to input order
+        order = sorted(range(len(docs)), key=lambda i: len(queries[i]) + len(docs[i].full_text))
+        out: list[tuple[float, np.ndarray] | None] = [None] * len(docs)
         with self._lock, torch.inference_mode():
-            for start in range(0, len(docs), self.batch_size):
-                sl = slice(start, start + self.batch_size)
-                out.extend(self._infer_batch(queries[sl], docs[sl], spans[sl]))
-        return out
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                res = self._infer_batch([queries[i] for i in idx], [docs[i] for i in idx], [spans[i] for i in idx])
+                for i, r in zip(idx, res):
+                    out[i] = r
+        return out  # type: ignore[return-value]
 
     def _infer_batch(self, queries: Sequence[str], docs: Sequence[Document],
                      spans: Sequence[Sequence[tuple[int, int]]]) -> list[tuple[float, np.ndarray]]:
