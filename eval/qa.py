@@ -117,7 +117,12 @@ from typing import Any
 
 import numpy as np
 
-from ragprune.eval.pruning_data import LabelledPassage, PruningQuestion, load_pruning_set
+from ragprune.eval.pruning_data import (
+    LabelledPassage,
+    PruningQuestion,
+    join_sentences,
+    load_pruning_set,
+)
 from ragprune.eval.report import save_json
 from ragprune.text import count_tokens, sentence_spans
 from ragprune.types import Document
@@ -250,19 +255,6 @@ def block(doc: Document, text: str) -> str:
     return f"{f'[{doc.id}] {doc.title}'.rstrip()}\n{text}"
 
 
-def _join(sentences: Sequence[str]) -> tuple[str, tuple[tuple[int, int], ...]]:
-    spans, parts, pos = [], [], 0
-    for s in (s.strip() for s in sentences):
-        if not s:
-            continue
-        if parts:
-            pos += 1
-        spans.append((pos, pos + len(s)))
-        parts.append(s)
-        pos += len(s)
-    return " ".join(parts), tuple(spans)
-
-
 # ----------------------------------------------------------------------------------------
 # Question sets
 
@@ -364,7 +356,7 @@ def load_custom(path: Path, n: int) -> QASet:
             ps = []
             for k, p in enumerate(r["passages"]):
                 if "sentences" in p:
-                    text, spans = _join(p["sentences"])
+                    text, spans = join_sentences(p["sentences"])
                     labels = tuple(int(x) for x in p.get("labels", [0] * len(spans)))
                 else:
                     text = p["text"]

@@ -10,7 +10,8 @@ Layout of a saved index::
 ``save`` writes a complete new ``v-*`` folder first (files fsynced), then swaps
 ``manifest.json`` with one atomic ``os.replace``, then deletes the previous data folder. A crash
 at any moment leaves either the old manifest (pointing at untouched old data) or the new one:
-never a half-written index in place of a good one. Loading reads only JSON, JSONL, ``.npz``
+never a half-written index in place of a good one. A reader whose data folder is deleted by a
+concurrent save while it reads (:func:`load_index`) starts again from the new manifest. Loading reads only JSON, JSONL, ``.npz``
 (``allow_pickle=False``) and FAISS files: nothing in an index can execute code.
 """
 
@@ -23,12 +24,13 @@ import uuid
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .types import Document
 
 MANIFEST = "manifest.json"
 FORMAT = "ragprune-index"
+T = TypeVar("T")
 
 
 class IndexFormatError(ValueError):
@@ -103,6 +105,8 @@ def write_index_dir(
     for entry in root.iterdir():
         if entry.name != final.name and entry.name.startswith((".tmp-", "v-")):
             shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name.startswith(f".{MANIFEST}.") and entry.name.endswith(".tmp"):
+            entry.unlink(missing_ok=True)  # a manifest temp file left by a killed save
     return final
 
 
@@ -121,7 +125,7 @@ def read_index_dir(path: str | os.PathLike[str], *, kind: str, format_version: i
         raise FileNotFoundError(f"load: {root} has no {MANIFEST}; it is not a ragprune index folder.")
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise IndexFormatError(f"load: {mpath} is corrupt ({e}); rebuild the index.") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IndexFormatError(f"load: {mpath} is not a ragprune manifest; rebuild the index.")
@@ -140,20 +144,51 @@ def read_index_dir(path: str | os.PathLike[str], *, kind: str, format_version: i
     data = root / name
     try:
         params = json.loads((data / "params.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise IndexFormatError(f"load: {data / 'params.json'} is missing or corrupt ({e}); rebuild the index.") from e
     if not isinstance(params, dict) or params.get("kind") != kind or params.get("format_version") != format_version:
         raise IndexFormatError(f"load: {data / 'params.json'} does not match its manifest; rebuild the index.")
     return data, params
 
 
+def load_index(path: str | os.PathLike[str], *, kind: str, format_version: int,
+               read: Callable[[Path, dict[str, Any]], T], attempts: int = 5) -> T:
+    """:func:`read_index_dir`, then ``read(data_dir, params)``, retried when a concurrent
+    :func:`write_index_dir` swapped the manifest and deleted the data being read."""
+    for attempt in range(attempts):
+        live = _live_data(path)
+        try:
+            data_dir, params = read_index_dir(path, kind=kind, format_version=format_version)
+            return read(data_dir, params)
+        except IndexFormatError:
+            if attempt + 1 == attempts or _live_data(path) in (None, live):
+                raise  # really corrupt, not replaced under our feet
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _live_data(path: str | os.PathLike[str]) -> str | None:
+    """The data folder the manifest names right now (None if unreadable)."""
+    try:
+        name = json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8")).get("data")
+    except (OSError, ValueError, RecursionError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
 def write_documents(path: Path, docs: Iterable[Document]) -> None:
-    """Write documents as JSON lines (id, title, text, metadata)."""
-    with open(path, "w", encoding="utf-8") as f:
+    """Write documents as JSON lines (id, title, text, metadata), UTF-8.
+
+    A document holding lone surrogates (not encodable as UTF-8) is written with ASCII escapes,
+    which JSON round-trips exactly.
+    """
+    with open(path, "wb") as f:
         for d in docs:
-            f.write(json.dumps({"id": d.id, "title": d.title, "text": d.text,
-                                "metadata": dict(d.metadata)}, ensure_ascii=False, default=str))
-            f.write("\n")
+            row = {"id": d.id, "title": d.title, "text": d.text, "metadata": dict(d.metadata)}
+            try:
+                line = json.dumps(row, ensure_ascii=False, default=str).encode("utf-8")
+            except UnicodeEncodeError:
+                line = json.dumps(row, ensure_ascii=True, default=str).encode("ascii")
+            f.write(line + b"\n")
 
 
 def read_documents(path: Path) -> list[Document]:
@@ -165,7 +200,7 @@ def read_documents(path: Path) -> list[Document]:
                 row = json.loads(line)
                 docs.append(Document(id=row["id"], text=row["text"], title=row.get("title", ""),
                                      metadata=row.get("metadata") or {}))
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise IndexFormatError(f"load: {path} is missing or corrupt ({type(e).__name__}: {e}); rebuild the index.") from e
     return docs
 

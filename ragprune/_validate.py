@@ -5,7 +5,10 @@ Messages name the class or function (``owner``), what was expected, and how to f
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from numbers import Integral, Real
 from typing import Any
 
 
@@ -19,8 +22,12 @@ def check_query(query: Any, owner: str) -> str:
 
 
 def check_queries(queries: Any, owner: str) -> list[str]:
-    """Validate a batch of queries (a list/tuple of non-blank strings; may be empty)."""
-    if isinstance(queries, (str, bytes)) or not isinstance(queries, Iterable):
+    """Validate a batch of queries (a list/tuple of non-blank strings; may be empty).
+
+    Mappings and sets are refused: their iteration order is not an order the caller chose, and
+    results come back in input order.
+    """
+    if isinstance(queries, (str, bytes, Mapping, AbstractSet)) or not isinstance(queries, Iterable):
         raise TypeError(
             f"{owner}: queries must be a list of str, got {type(queries).__name__}; "
             "use the single-query method for one string."
@@ -29,12 +36,12 @@ def check_queries(queries: Any, owner: str) -> list[str]:
 
 
 def check_positive_int(value: Any, name: str, owner: str) -> int:
-    """Return ``value`` if it is an int > 0 (bools rejected), else raise."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """Return ``value`` as int if it is an integer > 0 (numpy ints accepted, bools rejected)."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__}.")
     if value <= 0:
         raise ValueError(f"{owner}: {name} must be >= 1, got {value}.")
-    return value
+    return int(value)
 
 
 def check_choice(value: Any, choices: Sequence[str], name: str, owner: str) -> str:
@@ -48,12 +55,14 @@ def check_choice(value: Any, choices: Sequence[str], name: str, owner: str) -> s
 
 def check_number(value: Any, name: str, owner: str, *, low: float | None = None,
                  high: float | None = None, low_open: bool = False) -> float:
-    """Return ``value`` as float if it is a real number inside the given bounds."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """Return ``value`` as float if it is a finite real number inside the given bounds."""
+    if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{owner}: {name} must be a number, got {type(value).__name__}.")
     v = float(value)
     if v != v:
         raise ValueError(f"{owner}: {name} must not be NaN.")
+    if not math.isfinite(v):
+        raise ValueError(f"{owner}: {name} must be finite, got {v}.")
     if low is not None and (v <= low if low_open else v < low):
         raise ValueError(f"{owner}: {name} must be {'>' if low_open else '>='} {low}, got {v}.")
     if high is not None and v > high:

@@ -70,12 +70,21 @@ def fill_budget(units: Sequence[Unit], max_tokens: int, counter: TokenCounter = 
     skipped and smaller ones may still fill the rest. ``group_cost`` charges extra tokens the
     first time a group is used (e.g. a citation header per document). If no unit fits at all,
     the best unit is truncated to the budget and ``truncated`` is set, so the result is never
-    empty for non-empty input.
+    empty for non-empty input, unless the best unit's ``group_cost`` alone uses the whole
+    budget (then nothing is kept and ``truncated`` is set).
 
     Raises:
-        ValueError/TypeError: ``max_tokens`` is not a positive int.
+        ValueError/TypeError: ``max_tokens`` is not a positive int, ``units`` is not a sequence
+            of :class:`Unit`, or ``group_cost`` is not a mapping.
     """
     check_positive_int(max_tokens, "max_tokens", "fill_budget")
+    if isinstance(units, (str, bytes)) or not isinstance(units, Sequence):
+        raise TypeError(f"fill_budget: units must be a list of Unit, got {type(units).__name__}.")
+    for i, u in enumerate(units):
+        if not isinstance(u, Unit):
+            raise TypeError(f"fill_budget: unit {i} is a {type(u).__name__}; build units with ragprune.budget.Unit.")
+    if group_cost is not None and not isinstance(group_cost, Mapping):
+        raise TypeError(f"fill_budget: group_cost must be a mapping group -> tokens, got {type(group_cost).__name__}.")
     order = sorted(range(len(units)), key=lambda i: (-units[i].score, units[i].group, units[i].position))
     extra = group_cost or {}
     kept: list[Unit] = []
@@ -92,7 +101,9 @@ def fill_budget(units: Sequence[Unit], max_tokens: int, counter: TokenCounter = 
     if not kept and order:
         best = units[order[0]]
         head = extra.get(best.group, 0)
-        cut = _truncate(best.text, max(0, max_tokens - head), counter)
+        if head >= max_tokens:  # not even the group's header fits: nothing can be kept
+            return Budgeted((), 0, True)
+        cut = _truncate(best.text, max_tokens - head, counter)
         kept, used, truncated = [Unit(best.group, best.position, cut, best.score)], counter(cut) + head, True
     rank = {}
     for u in sorted(kept, key=lambda u: (-u.score, u.group, u.position)):

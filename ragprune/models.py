@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["resolve_model", "models_dir", "ModelNotFoundError"]
+__all__ = ["resolve_model", "models_dir", "ModelNotFoundError", "check_tokenizer"]
 
 ALIASES = {
     "minilm": "minilm",
@@ -94,3 +94,15 @@ def resolve_model(name_or_path: str | os.PathLike[str], *, owner: str = "ragprun
         f"{owner}: no model folder at {str(path)!r}; pass the path of a local checkpoint "
         "(nothing is downloaded at run time)."
     )
+
+
+def check_tokenizer(tokenizer: object, vocab_size: object, path: Path, owner: str) -> None:
+    """Raise ValueError when the tokenizer knows far fewer tokens than the model embeds.
+
+    Without tokenizer files, transformers silently builds an empty tokenizer that maps every
+    word to ``[UNK]``: the model would load and return meaningless scores.
+    """
+    n = len(tokenizer)  # type: ignore[arg-type]
+    if isinstance(vocab_size, int) and vocab_size > 0 and n < vocab_size // 2:
+        raise ValueError(f"{owner}: the tokenizer in {path} knows {n} tokens but the model embeds {vocab_size}; "
+                         "are its tokenizer files (tokenizer.json, vocab.txt, ...) missing?")

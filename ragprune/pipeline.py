@@ -31,8 +31,9 @@ class Context:
         truncated: True when the budget was smaller than the best sentence, which was cut.
         stats: Seconds per stage (``seconds_retrieve`` ...), tokens after each stage
             (``tokens_candidates``: bodies of the top documents unpruned; ``tokens_pruned``;
-            ``tokens_final``: the whole context with headers) and ``compression`` (share of
-            the candidates' body tokens removed).
+            ``tokens_final``: the whole context with headers), ``backfilled_sentences``
+            (sentences added to fill the budget beyond what the pruner kept) and
+            ``compression`` (share of the candidates' body tokens removed).
     """
 
     query: str
@@ -54,6 +55,11 @@ class Pipeline:
         candidates: How many documents the retriever returns (the reranker's input).
         top_k: How many documents go on to pruning and budgeting.
         token_counter: Counts tokens for the budget and the stats.
+        backfill: When the pruner's kept sentences leave part of the budget unused, fill it with
+            the next-best sentences by the pruner's sentence scores (best first across the top
+            documents). With ``False`` the context is exactly what the pruner kept, which can be
+            empty when a threshold pruner finds nothing relevant. Pruners without sentence
+            scores are never backfilled.
 
     Example:
         >>> pipe = Pipeline(BM25Retriever.from_documents(docs), CrossEncoderReranker(),   # doctest: +SKIP
@@ -64,7 +70,7 @@ class Pipeline:
 
     def __init__(self, retriever: Retriever, reranker: Reranker | None = None, pruner: Pruner | None = None, *,
                  max_tokens: int = 1000, candidates: int = 100, top_k: int = 10,
-                 token_counter: TokenCounter = count_tokens) -> None:
+                 token_counter: TokenCounter = count_tokens, backfill: bool = True) -> None:
         owner = "Pipeline"
         if not callable(getattr(retriever, "retrieve_many", None)):
             raise TypeError(f"{owner}: retriever must have retrieve_many(queries, k), got {type(retriever).__name__}.")
@@ -72,11 +78,16 @@ class Pipeline:
             raise TypeError(f"{owner}: reranker must have rerank_many(queries, docs, k), got {type(reranker).__name__}.")
         if pruner is not None and not callable(getattr(pruner, "prune_many", None)):
             raise TypeError(f"{owner}: pruner must have prune_many(queries, docs), got {type(pruner).__name__}.")
+        if not callable(token_counter):
+            raise TypeError(f"{owner}: token_counter must be callable (text -> int), got {type(token_counter).__name__}.")
         self.retriever, self.reranker, self.pruner = retriever, reranker, pruner
         self.max_tokens = check_positive_int(max_tokens, "max_tokens", owner)
         self.candidates = check_positive_int(candidates, "candidates", owner)
         self.top_k = check_positive_int(top_k, "top_k", owner)
         self.token_counter = token_counter
+        if not isinstance(backfill, bool):
+            raise TypeError(f"{owner}: backfill must be True or False, got {type(backfill).__name__}.")
+        self.backfill = backfill
 
     def run(self, query: str) -> Context:
         """Build the context for one question (see :class:`Context`)."""
@@ -116,11 +127,25 @@ class Pipeline:
         spans = sentence_spans(hit.document.text)
         return build_pruned(hit.document, spans, range(len(spans)), hit.score, self.token_counter)
 
+    def _units(self, pruned: list[PrunedDocument]) -> list[Unit]:
+        """Budget units: the pruner's kept sentences first, in the reranker's document order
+        (scores in (1, 2]), then, with ``backfill``, the other sentences by their pruner score
+        (scores in (0, 1), rank-transformed so that any score scale works)."""
+        n = max(1, len(pruned))
+        units = [Unit(g, j, p.sentences[j], 2.0 - g / n) for g, p in enumerate(pruned) for j in p.kept]
+        if self.backfill:
+            rest = [(s, g, j) for g, p in enumerate(pruned) if len(p.sentence_scores) == len(p.sentences)
+                    for kept in [set(p.kept)] for j, s in enumerate(p.sentence_scores) if j not in kept]
+            rest.sort(key=lambda r: (-r[0], r[1], r[2]))
+            units += [Unit(g, j, pruned[g].sentences[j], 1.0 - (i + 1) / (len(rest) + 1))
+                      for i, (_, g, j) in enumerate(rest)]
+        return units
+
     def _budget(self, query: str, ranked: list[ScoredDocument], pruned: list[PrunedDocument],
                 stats: dict[str, float]) -> Context:
         order = {h.document.id: i for i, h in enumerate(ranked)}  # the reranker's order decides value
         pruned = sorted(pruned, key=lambda p: order.get(p.id, len(order)))
-        units = [Unit(g, j, p.sentences[j], float(-g)) for g, p in enumerate(pruned) for j in p.kept]
+        units = self._units(pruned)
         header = {g: f"[{p.id}] {p.document.title}".rstrip() for g, p in enumerate(pruned)}
         budget = fill_budget(units, self.max_tokens, self.token_counter,
                              group_cost={g: self.token_counter(h) for g, h in header.items()})
@@ -144,6 +169,7 @@ class Pipeline:
         stats.update({"tokens_candidates": float(candidates),
                       "tokens_pruned": float(sum(self.token_counter(p.text) for p in pruned)),
                       "tokens_final": float(final),
+                      "backfilled_sentences": float(sum(u.score < 1.0 for u in budget.units)),
                       "compression": max(0.0, 1.0 - body / candidates) if candidates else 0.0})
         return Context(query, text, tuple(docs), final, budget.truncated, MappingProxyType(stats))
 

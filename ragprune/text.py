@@ -81,7 +81,14 @@ def _lines(text: str) -> Iterable[tuple[int, str]]:
         pos += len(line) + 1
 
 
+# blingfire's Python wrapper maps offsets with a per-byte Python loop and allocates ~18 bytes of
+# buffers per input byte: a multi-megabyte line takes tens of seconds and hundreds of MB.
+_BLINGFIRE_MAX_LINE = 100_000
+
+
 def _blingfire_spans(line: str) -> list[tuple[int, int]]:
+    if len(line) > _BLINGFIRE_MAX_LINE:
+        return _regex_spans(line)
     try:
         import blingfire
     except ImportError:  # pragma: no cover - blingfire is a core dependency
@@ -121,6 +128,15 @@ class TokenCounter(Protocol):
 
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def tokenizer_safe(text: str) -> str:
+    """``text`` with lone surrogates replaced by U+FFFD (same length, so offsets still match).
+
+    Hugging Face tokenizers reject strings that are not valid Unicode.
+    """
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def count_tokens(text: str) -> int:
@@ -129,6 +145,8 @@ def count_tokens(text: str) -> int:
     A fast, dependency-free approximation; for English it is within ~15% of BPE/WordPiece
     counts. Inject :class:`HFTokenCounter` where the exact count of a model matters.
     """
+    if not isinstance(text, str):
+        raise TypeError(f"count_tokens: text must be a str, got {type(text).__name__}.")
     return len(_TOKEN_RE.findall(text))
 
 
@@ -156,7 +174,7 @@ class HFTokenCounter:
 
     def __call__(self, text: str) -> int:
         with self._lock:
-            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            return len(self.tokenizer(tokenizer_safe(text), add_special_tokens=False)["input_ids"])
 
 
 # --------------------------------------------------------------------------------------------

@@ -93,6 +93,9 @@ class PrunedDocument:
         score: Relevance score of the whole document (from the ranking head or the reranker).
         compression: Fraction of tokens removed, in [0, 1] (0 = nothing removed).
         sentences: The sentence split the indices in ``kept`` refer to.
+        sentence_scores: The pruner's keep score of each sentence (same order as
+            ``sentences``; higher means more useful), or empty when the pruner has none. The
+            :class:`~ragprune.Pipeline` uses them to fill a budget the kept sentences leave unused.
     """
 
     document: Document
@@ -101,6 +104,7 @@ class PrunedDocument:
     score: float
     compression: float
     sentences: tuple[str, ...] = ()
+    sentence_scores: tuple[float, ...] = ()
 
     @property
     def id(self) -> str:
@@ -141,8 +145,10 @@ def as_documents(items: Iterable[DocumentLike], *, owner: str = "ragprune") -> l
         TypeError: an item is none of the accepted kinds, or its text is not a string.
         ValueError: the input is empty or two documents share an id.
     """
-    if isinstance(items, (str, bytes)):
+    if isinstance(items, (str, bytes, Mapping, Document)):
         raise TypeError(f"{owner}: expected a list of documents, got a single {type(items).__name__}; wrap it in a list.")
+    if not isinstance(items, Iterable):
+        raise TypeError(f"{owner}: expected a list of documents, got {type(items).__name__}.")
     docs: list[Document] = []
     for i, item in enumerate(items):
         if isinstance(item, Document):

@@ -90,3 +90,30 @@ def test_documents_keep_original_sentence_order(toy_docs):
     docs = [Document(id="a", text="First fact about tea. Second fact about tea. Third fact about coffee.")]
     ctx = Pipeline(BM25Retriever.from_documents(docs), max_tokens=1000).run("tea")
     assert ctx.documents[0].text == docs[0].text
+
+
+def test_pipeline_backfills_unused_budget_by_sentence_score():
+    from ragprune.prune.baselines import BM25SentencePruner
+
+    docs = [Document(id="a", text="Tea grows in India. Lions hunt at night. Tea is brewed with hot water."),
+            Document(id="b", text="Tea comes from the leaves of a shrub. The moon orbits the earth.")]
+    bm25 = BM25Retriever.from_documents(docs)
+    never = BM25SentencePruner(threshold=1e9)  # keeps nothing, but scores every sentence
+    strict = Pipeline(bm25, pruner=never, max_tokens=1000, backfill=False).run("tea leaves")
+    assert strict.documents == () and strict.text == "" and strict.stats["backfilled_sentences"] == 0
+    full = Pipeline(bm25, pruner=never, max_tokens=1000).run("tea leaves")
+    assert full.stats["backfilled_sentences"] == 5 and full.stats["compression"] == 0.0
+    # a small budget takes the best-scored sentence first, not the first document's first one
+    one = Pipeline(bm25, pruner=never, max_tokens=12).run("tea leaves")
+    assert [d.sentences[i] for d in one.documents for i in d.kept] == ["Tea comes from the leaves of a shrub."]
+    # kept sentences always go before backfilled ones, whatever their score
+    lead = Pipeline(bm25, pruner=LeadPruner(k=1), max_tokens=14).run("tea leaves")
+    assert all(d.kept == (0,) for d in lead.documents)
+    with pytest.raises(TypeError, match="backfill must be True or False"):
+        Pipeline(bm25, backfill="yes")
+
+
+def test_pruners_report_sentence_scores(toy_docs):
+    out = LeadPruner(k=1).prune("capital", [Document(id="x", text="Tea is green. Coffee is black. Milk is white.")])[0]
+    assert len(out.sentence_scores) == len(out.sentences) == 3 and out.kept == (0,)
+    assert out.sentence_scores[0] > out.sentence_scores[2]

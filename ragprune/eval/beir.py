@@ -49,9 +49,12 @@ def _jsonl(path: Path) -> Iterator[dict]:
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    yield json.loads(line)
-                except ValueError as e:
+                    row = json.loads(line)
+                except (ValueError, RecursionError) as e:  # RecursionError: absurdly nested JSON
                     raise ValueError(f"load_beir: {path}:{n} is not valid JSON ({e}).") from e
+                if not isinstance(row, dict):
+                    raise ValueError(f"load_beir: {path}:{n} is a JSON {type(row).__name__}, not an object.")
+                yield row
 
 
 def read_qrels(path: str | os.PathLike[str]) -> dict[str, dict[str, int]]:

@@ -52,7 +52,8 @@ class PruningQuestion:
     id: str = ""
 
 
-def _join(sentences: Sequence[str]) -> tuple[str, tuple[tuple[int, int], ...]]:
+def join_sentences(sentences: Sequence[str]) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """Join non-blank sentences with single spaces; also return each one's character span."""
     spans, pos, parts = [], 0, []
     for s in sentences:
         s = s.strip()
@@ -80,7 +81,7 @@ def _scifact(shared: Path, split: str, passages: int, seed: int) -> list[Pruning
         claims = claims[:-100]
     elif split == "dev":
         claims = claims[-100:]
-    docs = {i: Document(id=i, title=t, text=_join(a)[0]) for i, (t, a) in corpus.items()}
+    docs = {i: Document(id=i, title=t, text=join_sentences(a)[0]) for i, (t, a) in corpus.items()}
     bm25 = BM25Retriever.from_documents(list(docs.values()))
     out = []
     for c in claims:
@@ -90,7 +91,7 @@ def _scifact(shared: Path, split: str, passages: int, seed: int) -> list[Pruning
         for doc_id, ev in c["evidence"].items():
             if doc_id not in corpus:
                 continue
-            text, spans = _join(corpus[doc_id][1])
+            text, spans = join_sentences(corpus[doc_id][1])
             keep = {i for e in ev for i in e["sentences"]}
             gold.append(LabelledPassage(docs[doc_id], spans, tuple(int(i in keep) for i in range(len(spans)))))
         negs = []
@@ -98,7 +99,7 @@ def _scifact(shared: Path, split: str, passages: int, seed: int) -> list[Pruning
             if len(gold) + len(negs) >= passages:
                 break
             if h.id not in c["evidence"] and h.id not in {str(x) for x in c.get("cited_doc_ids", [])}:
-                spans = _join(corpus[h.id][1])[1]
+                spans = join_sentences(corpus[h.id][1])[1]
                 negs.append(LabelledPassage(h.document, spans, (0,) * len(spans)))
         out.append(PruningQuestion(c["claim"], tuple(gold + negs), id=str(c["id"])))
     return out
@@ -137,7 +138,7 @@ def _hotpot(shared: Path, split: str, passages: int, seed: int) -> list[PruningQ
         facts = {(t, i) for t, i in ex["supporting_facts"]}
         ps = []
         for k, (title, sents) in enumerate(ex["context"]):
-            text, spans = _join(sents)
+            text, spans = join_sentences(sents)
             idx = [i for i, s in enumerate(sents) if s.strip()]
             ps.append(LabelledPassage(Document(id=f"{ex['_id']}-{k}", title=title, text=text), spans,
                                       tuple(int((title, i) in facts) for i in idx)))

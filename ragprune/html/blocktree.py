@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..text import split_sentences
-from .clean import drop_keep_tail
+from .clean import _DROP, splice
 
 __all__ = ["Block", "build_blocks", "rebuild", "element_text"]
 
@@ -100,9 +100,14 @@ def _header_row(table: Any) -> Any | None:
 def build_blocks(body: Any, max_node_words: int = 128) -> list[Block]:
     """Cut a cleaned ``<body>`` (from :func:`~ragprune.html.clean.clean_tree`) into blocks."""
     import lxml.html
+    from lxml import etree
 
-    if max_node_words < 1:
-        raise ValueError(f"build_blocks: max_node_words must be >= 1, got {max_node_words}.")
+    from .._validate import check_positive_int
+
+    if not isinstance(body, etree._Element):
+        raise TypeError(f"build_blocks: body must be an lxml element (from clean_tree(parse_html(...))), "
+                        f"got {type(body).__name__}.")
+    check_positive_int(max_node_words, "max_node_words", "build_blocks")
     blocks: list[Block] = []
     heading = [""]
 
@@ -112,14 +117,21 @@ def build_blocks(body: Any, max_node_words: int = 128) -> list[Block]:
         ctx = " ".join(x for x in (heading[0], extra) if x)
         blocks.append(Block(len(blocks), path, el.tag, kind, text, ctx, html, len(text.split())))
 
+    tables: dict[Any, tuple[str, Any, str]] = {}  # per table, computed once: rows of a big table stay O(1)
+
     def table_context(el: Any) -> str:
         if el.tag != "tr":
             return ""
         table = next((a for a in el.iterancestors("table")), None)
-        hdr = _header_row(table) if table is not None else None
-        cap = table.find("caption") if table is not None else None
-        bits = [element_text(cap) if cap is not None else "", element_text(hdr) if hdr is not None and hdr is not el else ""]
-        return " ".join(b for b in bits if b)
+        if table is None:
+            return ""
+        if table not in tables:
+            hdr = _header_row(table)
+            cap = table.find("caption")
+            tables[table] = (element_text(cap) if cap is not None else "", hdr,
+                             element_text(hdr) if hdr is not None else "")
+        cap_text, hdr, hdr_text = tables[table]
+        return " ".join(b for b in (cap_text, hdr_text if hdr is not el else "") if b)
 
     def visit(el: Any, path: tuple[int, ...]) -> None:
         text = element_text(el)
@@ -165,12 +177,13 @@ def _pieces(text: str, max_words: int) -> list[str]:
     n = 0
     for sent in split_sentences(text) or [text]:
         words = sent.split()
-        while len(words) > max_words:  # a single sentence longer than the limit: hard word cut
+        if len(words) > max_words:  # a single sentence longer than the limit: hard word cuts
             if cur:
                 out.append(" ".join(cur))
                 cur, n = [], 0
-            out.append(" ".join(words[:max_words]))
-            words = words[max_words:]
+            full = (len(words) - 1) // max_words * max_words  # leave the last 1..max_words words
+            out.extend(" ".join(words[i : i + max_words]) for i in range(0, full, max_words))
+            words = words[full:]
         if n + len(words) > max_words and cur:
             out.append(" ".join(cur))
             cur, n = [], 0
@@ -211,6 +224,7 @@ def rebuild(body: Any, blocks: Iterable[Block]) -> Any:
             table = next(el.iterancestors("table"), None)
             hdr = _header_row(table) if table is not None else None
             if hdr is not None:
+                elems[id(hdr)] = hdr  # keep the proxy alive: a freed proxy's id gets reused
                 full.add(id(hdr))
 
     def prune(e: Any) -> bool:
@@ -229,7 +243,7 @@ def rebuild(body: Any, blocks: Iterable[Block]) -> Any:
                 if not keep_own:
                     c.tail = None
             elif keep_own:
-                drop_keep_tail(c)
+                c.tag = _DROP  # removed below, keeping its tail (one lxml pass, not one per child)
             else:
                 e.remove(c)
         if not keep_own:
@@ -240,4 +254,5 @@ def rebuild(body: Any, blocks: Iterable[Block]) -> Any:
         for c in list(out):
             out.remove(c)
         out.text = None
+    splice(out)
     return out

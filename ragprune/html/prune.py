@@ -16,7 +16,7 @@ import numpy as np
 
 from .._validate import check_positive_int, check_query
 from ..budget import Unit, fill_budget
-from ..text import TokenCounter, count_tokens
+from ..text import TokenCounter, count_tokens, tokenizer_safe
 from ..types import Document, PrunedHtml
 from .blocktree import Block, build_blocks, element_text, rebuild
 from .clean import DEFAULT_MAX_BYTES, clean_tree, parse_html
@@ -73,7 +73,7 @@ class HtmlPruner:
 
             def dense(query: str, texts: Sequence[str]) -> np.ndarray:
                 with lock:
-                    emb = model.encode([query, *texts], batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+                    emb = model.encode([tokenizer_safe(t) for t in (query, *texts)], batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
                 return emb[1:] @ emb[0]
 
             return dense
@@ -121,14 +121,22 @@ class HtmlPruner:
         if chosen.truncated:
             out, kept_blocks = self._truncated(body, blocks[kept[0]], budget)
         else:
-            # rebuilt pages carry ancestor tags and table headers the block costs did not: drop
-            # the weakest kept blocks until the page itself fits the budget
-            kept_blocks = [blocks[i] for i in kept]
-            out = rebuild(body, kept_blocks)
-            while len(kept_blocks) > 1 and self._cost(out) > budget:
-                kept_blocks.remove(min(kept_blocks, key=lambda b: (scores[b.index], -b.index)))
-                out = rebuild(body, kept_blocks)
-            kept = [b.index for b in kept_blocks]
+            # rebuilt pages carry ancestor tags and table headers the block costs did not: keep
+            # the largest best-first prefix of the kept blocks whose page fits the budget (the
+            # cost only grows with more blocks, so a binary search needs O(log n) rebuilds)
+            best_first = sorted((blocks[i] for i in kept), key=lambda b: (-scores[b.index], b.index))
+            out = rebuild(body, best_first)
+            if len(best_first) > 1 and self._cost(out) > budget:
+                lo, hi = 1, len(best_first) - 1
+                while lo < hi:
+                    mid = (lo + hi + 1) // 2
+                    if self._cost(rebuild(body, best_first[:mid])) <= budget:
+                        lo = mid
+                    else:
+                        hi = mid - 1
+                best_first = best_first[:lo]
+                out = rebuild(body, best_first)
+            kept = sorted(b.index for b in best_first)
         out_html = lxml.html.tostring(out, encoding="unicode")
         out_text = element_text(out)
         total = self.token_counter(element_text(body))
@@ -162,4 +170,4 @@ class HtmlPruner:
 def _bm25_scores(query: str, texts: Sequence[str]) -> np.ndarray:
     from ..retrieve.bm25 import BM25Retriever
 
-    return BM25Retriever.from_documents(list(texts)).get_scores(query).astype(float)
+    return BM25Retriever.from_documents(list(texts), show_progress=False).get_scores(query).astype(float)

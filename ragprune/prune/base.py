@@ -19,19 +19,25 @@ def build_pruned(
     keep: Sequence[int],
     score: float,
     counter: TokenCounter = count_tokens,
+    sentence_scores: Sequence[float] | None = None,
 ) -> PrunedDocument:
     """Assemble a :class:`PrunedDocument` from sentence spans and the indices to keep.
 
     Kept sentences are joined with a space in their original order; compression is the
-    fraction of the body's tokens (``counter``) that were removed.
+    fraction of the body's tokens (``counter``) that were removed. ``sentence_scores`` (one per
+    span) are stored as given.
     """
     sentences = tuple(doc.text[s:e] for s, e in spans)
     kept = tuple(sorted(set(keep)))
     text = " ".join(sentences[i] for i in kept)
     total = counter(doc.text)
     compression = 1.0 - counter(text) / total if total else 0.0
+    scores = tuple(float(x) for x in sentence_scores) if sentence_scores is not None else ()
+    if scores and len(scores) != len(sentences):
+        raise ValueError(f"build_pruned: {len(scores)} sentence scores for {len(sentences)} sentences.")
     return PrunedDocument(document=doc, text=text, kept=kept, score=float(score),
-                          compression=max(0.0, min(1.0, compression)), sentences=sentences)
+                          compression=max(0.0, min(1.0, compression)), sentences=sentences,
+                          sentence_scores=scores)
 
 
 class Pruner(ABC):

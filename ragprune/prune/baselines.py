@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..text import SentenceSplitter, TokenCounter, count_tokens, sentence_spans
+from ..text import SentenceSplitter, TokenCounter, count_tokens, sentence_spans, tokenizer_safe
 from ..types import Document, PrunedDocument
 from .base import Pruner, build_pruned
 
@@ -42,8 +42,9 @@ class SentenceScoringPruner(Pruner):
         for q, ds in zip(queries, docs):
             spans = [list(self.splitter(d.text)) for d in ds]
             scores = self.score_sentences(q, ds, spans) if ds else []
-            out.append([build_pruned(d, sp, [j for j, s in enumerate(sc) if s >= self.threshold], float(np.max(sc, initial=0.0)),
-                                     self.token_counter) for d, sp, sc in zip(ds, spans, scores)])
+            out.append([build_pruned(d, sp, [j for j, s in enumerate(sc) if s >= self.threshold],
+                                     float(np.max(sc, initial=0.0)), self.token_counter, sentence_scores=sc)
+                         for d, sp, sc in zip(ds, spans, scores)])
         return out
 
 
@@ -65,7 +66,8 @@ class RandomPruner(SentenceScoringPruner):
         self.seed = seed
 
     def score_sentences(self, query: str, docs: Sequence[Document], spans: Sequence[Spans]) -> list[np.ndarray]:
-        rng = random.Random(f"{self.seed}|{query}")
+        # bytes seed the same as the equal str, and also work for queries with lone surrogates
+        rng = random.Random(f"{self.seed}|{query}".encode("utf-8", "surrogatepass"))
         return [np.array([rng.random() for _ in s]) for s in spans]
 
 
@@ -108,7 +110,7 @@ class EmbeddingSentencePruner(SentenceScoringPruner):
         sents = [d.text[a:b] for d, sp in zip(docs, spans) for a, b in sp]
         if not sents:
             return [np.zeros(0) for _ in spans]
-        emb = self.model.encode([query, *sents], batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+        emb = self.model.encode([tokenizer_safe(t) for t in (query, *sents)], batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
         return _split(emb[1:] @ emb[0], spans)
 
 

@@ -27,9 +27,9 @@ import numpy as np
 
 from .._quant import check_quantize, int8_dynamic
 from .._validate import check_number, check_positive_int
-from ..models import resolve_model
+from ..models import check_tokenizer, resolve_model
 from ..rerank.base import Reranker
-from ..text import SentenceSplitter, TokenCounter, count_tokens, sentence_spans
+from ..text import SentenceSplitter, TokenCounter, count_tokens, sentence_spans, tokenizer_safe
 from ..types import Document, PrunedDocument
 from .base import Pruner, build_pruned
 
@@ -143,9 +143,11 @@ def load_provence(model: str | os.PathLike[str], *, owner: str = "ProvencePruner
     meta_path = path / "provence.json"
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise ValueError(f"{owner}: {path} is not a ragprune Provence checkpoint ({meta_path.name} missing or "
                          f"corrupt: {e}); train one with models/recipes/provence.py.") from e
+    if not isinstance(meta, dict):
+        raise ValueError(f"{owner}: {meta_path} holds a JSON {type(meta).__name__}, not a Provence metadata object.")
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise ValueError(f"{owner}: {meta_path} has format {meta.get('format')!r} v{meta.get('version')}; "
                          f"expected {FORMAT!r} v{VERSION}.")
@@ -155,6 +157,7 @@ def load_provence(model: str | os.PathLike[str], *, owner: str = "ProvencePruner
             raise ValueError("the encoder config asks for remote code, which ragprune never runs")
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         encoder = AutoModel.from_pretrained(str(path), local_files_only=True, add_pooling_layer=True)
+        check_tokenizer(tok, getattr(encoder.config, "vocab_size", None), path, owner)
         net = ProvenceModel(encoder)
         with safe_open(str(path / "provence_heads.safetensors"), "pt") as f:
             for name in ("rank_head", "token_head"):
@@ -265,8 +268,9 @@ class ProvencePruner(Pruner, Reranker):
                      spans: Sequence[Sequence[tuple[int, int]]]) -> list[tuple[float, np.ndarray]]:
         torch = _torch()
         q_max = max(8, self.max_length // 4)  # very long queries are cut to leave room for context
-        queries = [self.tokenizer.convert_tokens_to_string(self.tokenizer.tokenize(q)[:q_max]) for q in queries]
-        contexts = [self._context(d) for d in docs]
+        queries = [self.tokenizer.convert_tokens_to_string(self.tokenizer.tokenize(tokenizer_safe(q))[:q_max])
+                   for q in queries]
+        contexts = [(tokenizer_safe(c), offset) for c, offset in map(self._context, docs)]
         enc = self.tokenizer(list(queries), [c for c, _ in contexts], truncation="only_second",
                              max_length=self.max_length, stride=min(self.stride, self.max_length // 4),
                              return_overflowing_tokens=True, return_offsets_mapping=True, padding=True,
@@ -332,7 +336,7 @@ class ProvencePruner(Pruner, Reranker):
 
     def _build(self, doc: Document, spans: list[tuple[int, int]], keep: list[int], scores: np.ndarray,
                rank: float) -> PrunedDocument:
-        p = build_pruned(doc, spans, keep, rank, self.token_counter)
+        p = build_pruned(doc, spans, keep, rank, self.token_counter, sentence_scores=scores)
         text = p.text
         if self.sentence_order == "score" and keep:
             text = " ".join(p.sentences[j] for j in sorted(keep, key=lambda j: -scores[j]))

@@ -16,7 +16,8 @@ from typing import Any
 
 from .._quant import check_quantize, int8_dynamic
 from .._validate import check_number, check_positive_int
-from ..models import resolve_model
+from ..models import check_tokenizer, resolve_model
+from ..text import tokenizer_safe
 from ..types import Document
 from .base import Reranker
 
@@ -54,8 +55,10 @@ def load_cross_encoder(model: str | os.PathLike[str], *, trust_remote_code: bool
         raise ValueError(f"{owner}: {path} is not a Hugging Face checkpoint folder (no config.json).")
     try:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise ValueError(f"{owner}: {cfg_path} is not valid JSON ({e}).") from e
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{owner}: {cfg_path} holds a JSON {type(cfg).__name__}, not a model config object.")
     if "auto_map" in cfg and not trust_remote_code:
         raise ValueError(
             f"{owner}: {path} needs custom code from the checkpoint (config.json has 'auto_map'); "
@@ -63,11 +66,17 @@ def load_cross_encoder(model: str | os.PathLike[str], *, trust_remote_code: bool
         )
     try:
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust_remote_code)
-        net = AutoModelForSequenceClassification.from_pretrained(
-            str(path), local_files_only=True, trust_remote_code=trust_remote_code)
+        net, info = AutoModelForSequenceClassification.from_pretrained(
+            str(path), local_files_only=True, trust_remote_code=trust_remote_code, output_loading_info=True)
     except Exception as e:
         raise ValueError(f"{owner}: could not load a sequence-classification model from {path} "
                          f"({type(e).__name__}: {e}).") from e
+    check_tokenizer(tok, getattr(net.config, "vocab_size", None), path, owner)
+    missing = sorted(info.get("missing_keys") or []) + sorted(str(k) for k in info.get("mismatched_keys") or [])
+    if missing:  # e.g. a plain encoder: its classification head would be random
+        raise ValueError(f"{owner}: {path} has no trained classification head (weights not in the checkpoint: "
+                         f"{', '.join(missing[:5])}); it is not a cross-encoder. Pass a sequence-classification "
+                         "checkpoint (e.g. 'ragprune-reranker').")
     return tok, net.eval(), path
 
 
@@ -139,7 +148,8 @@ class CrossEncoderReranker(Reranker):
 
     def score(self, queries: Sequence[str], docs: Sequence[Document]) -> list[float]:
         torch = _import_torch()
-        passages = [d.full_text for d in docs]
+        passages = [tokenizer_safe(d.full_text) for d in docs]
+        queries = [tokenizer_safe(q) for q in queries]
         order = sorted(range(len(passages)), key=lambda i: len(queries[i]) + len(passages[i]))
         out = [0.0] * len(passages)
         with self._lock, torch.inference_mode():

@@ -25,9 +25,9 @@ import scipy.sparse as sp
 
 from .._io import (
     IndexFormatError,
+    load_index,
     load_npz,
     read_documents,
-    read_index_dir,
     write_documents,
     write_index_dir,
 )
@@ -306,7 +306,10 @@ class BM25Retriever(Retriever):
             FileNotFoundError: no index at ``path``.
             ragprune.IndexFormatError: corrupt files, another index kind or format version.
         """
-        data_dir, params = read_index_dir(path, kind="bm25", format_version=FORMAT_VERSION)
+        return load_index(path, kind="bm25", format_version=FORMAT_VERSION, read=cls._from_dir)
+
+    @classmethod
+    def _from_dir(cls, data_dir: Path, params: dict[str, Any]) -> BM25Retriever:
         self = cls()
         try:
             self.method = check_choice(params["method"], METHODS, "method", "BM25Retriever.load")
@@ -315,21 +318,27 @@ class BM25Retriever(Retriever):
             self.analyzer = Analyzer.from_config(params["analyzer"])
             n_docs, n_terms = int(params["n_docs"]), int(params["n_terms"])
             terms = json.loads((data_dir / "vocab.json").read_text(encoding="utf-8"))
-        except (KeyError, TypeError, ValueError, OSError) as e:
+            if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
+                raise ValueError("vocab.json is not a list of terms")
+        except (KeyError, TypeError, ValueError, OSError, RecursionError) as e:
             raise IndexFormatError(f"BM25Retriever.load: {data_dir} has bad params or vocab ({e}); rebuild the index.") from e
         arrays = load_npz(data_dir / "scores.npz")
         self.documents = read_documents(data_dir / "documents.jsonl")
         try:
             if len(terms) != n_terms or len(self.documents) != n_docs:
                 raise ValueError("vocabulary or document count differs from params.json")
-            matrix = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=(n_terms, n_docs))
+            if any(arrays[k].dtype.kind not in "iuf" for k in ("data", "indices", "indptr", "nonocc")):
+                raise ValueError("an array is not numeric")
+            matrix = sp.csr_matrix((arrays["data"].astype(np.float32, copy=False), arrays["indices"], arrays["indptr"]),
+                                   shape=(n_terms, n_docs))
             matrix.check_format(full_check=True)
             if arrays["nonocc"].shape != (n_terms,):
                 raise ValueError("nonocc has the wrong shape")
-        except (KeyError, ValueError) as e:
+            nonocc = arrays["nonocc"].astype(np.float32)
+        except (KeyError, TypeError, ValueError) as e:
             raise IndexFormatError(f"BM25Retriever.load: {data_dir} is inconsistent ({e}); rebuild the index.") from e
         self.vocab = {t: i for i, t in enumerate(terms)}
-        self._set_matrix(matrix, arrays["nonocc"].astype(np.float32))
+        self._set_matrix(matrix, nonocc)
         return self
 
     def __repr__(self) -> str:

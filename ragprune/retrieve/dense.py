@@ -7,6 +7,7 @@ Needs the ``dense`` extra: ``pip install 'ragprune[dense]'``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -16,9 +17,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .._io import IndexFormatError, read_documents, read_index_dir, write_documents, write_index_dir
+from .._io import IndexFormatError, load_index, read_documents, write_documents, write_index_dir
 from .._validate import check_choice, check_positive_int
-from ..models import resolve_model
+from ..models import check_tokenizer, resolve_model
+from ..text import tokenizer_safe
 from ..types import Document, DocumentLike, ScoredDocument, as_documents
 from .base import Retriever
 
@@ -60,9 +62,41 @@ def load_sentence_transformer(model: Any = "minilm", device: str | None = None, 
     if not path.is_dir():
         raise FileNotFoundError(f"{owner}: {path} is not a sentence-transformers model folder.")
     try:
-        return SentenceTransformer(str(path), device=device, local_files_only=True, trust_remote_code=False)
+        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        cfg = None  # sentence-transformers reports what is missing or broken
+    if isinstance(cfg, dict) and cfg.get("auto_map"):
+        # without its code such a checkpoint would silently load as the standard architecture
+        raise ValueError(f"{owner}: {path} needs custom code from the checkpoint (config.json has 'auto_map'); "
+                         "ragprune never runs checkpoint code: use a model with a standard architecture.")
+    try:
+        st = SentenceTransformer(str(path), device=device, local_files_only=True, trust_remote_code=False)
     except Exception as e:  # corrupt or foreign folder: say which one
         raise ValueError(f"{owner}: could not load a sentence-transformers model from {path} ({type(e).__name__}: {e}).") from e
+    net = getattr(st[0], "auto_model", None) if len(st) else None
+    if net is not None and getattr(st, "tokenizer", None) is not None:
+        check_tokenizer(st.tokenizer, getattr(net.config, "vocab_size", None), path, owner)
+    missing = _untrained_parameters(st, path)
+    if missing:
+        raise ValueError(f"{owner}: {path} does not hold weights for {len(missing)} parameters of its "
+                         f"{type(st[0].auto_model).__name__} (e.g. {', '.join(missing[:3])}); the config does not "
+                         "match the weights (wrong architecture?), so the embeddings would be random.")
+    return st
+
+
+def _untrained_parameters(st: Any, path: Path) -> list[str]:
+    """Parameters of the transformer that ``model.safetensors`` has no tensor for (cheap: reads
+    only the file's header). Empty when the layout is not the usual one."""
+    net = getattr(st[0], "auto_model", None) if len(st) else None
+    weights = path / "model.safetensors"
+    if net is None or not weights.is_file():
+        return []
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "pt") as f:
+        keys = set(f.keys())
+    prefix = getattr(net, "base_model_prefix", "")
+    return [n for n, _ in net.named_parameters() if n not in keys and f"{prefix}.{n}" not in keys]
 
 
 class DenseRetriever(Retriever):
@@ -153,7 +187,7 @@ class DenseRetriever(Retriever):
     # ------------------------------------------------------------------ encoding
     def _encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
         with self._lock:
-            emb = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+            emb = self.model.encode([tokenizer_safe(t) for t in texts], batch_size=self.batch_size, normalize_embeddings=True,
                                     convert_to_numpy=True, show_progress_bar=show_progress)
         return np.ascontiguousarray(emb, dtype=np.float32)
 
@@ -168,6 +202,9 @@ class DenseRetriever(Retriever):
     # ------------------------------------------------------------------ querying
     def _retrieve_many(self, queries: list[str], k: int) -> list[list[ScoredDocument]]:
         q = self.encode_queries(queries)
+        if q.ndim != 2 or q.shape[1] != self.index.d:
+            raise ValueError(f"DenseRetriever: the model makes {q.shape[-1]}-d embeddings but the index holds "
+                             f"{self.index.d}-d vectors; use the model the index was built with.")
         k_eff = min(k, len(self.documents))
         scores, ids = self.index.search(q, k_eff)
         out = []
@@ -209,7 +246,11 @@ class DenseRetriever(Retriever):
             FileNotFoundError: no index at ``path``, or the model is missing.
             ragprune.IndexFormatError: corrupt files, another index kind or format version.
         """
-        data_dir, params = read_index_dir(path, kind="dense", format_version=FORMAT_VERSION)
+        return load_index(path, kind="dense", format_version=FORMAT_VERSION,
+                          read=lambda data_dir, params: cls._from_dir(data_dir, params, model, device))
+
+    @classmethod
+    def _from_dir(cls, data_dir: Path, params: dict[str, Any], model: Any, device: str | None) -> DenseRetriever:
         faiss = _import_faiss()
         self = cls()
         try:
@@ -217,10 +258,14 @@ class DenseRetriever(Retriever):
             self.ef_search, self.batch_size = int(params["ef_search"]), int(params["batch_size"])
             self.query_prefix, self.document_prefix = params["query_prefix"], params["document_prefix"]
             n_docs, dim, model_path = int(params["n_docs"]), int(params["dim"]), params["model"]
+            if not all(isinstance(v, str) for v in (self.query_prefix, self.document_prefix, model_path)):
+                raise ValueError("prefixes and model must be strings")
         except (KeyError, TypeError, ValueError) as e:
             raise IndexFormatError(f"DenseRetriever.load: {data_dir}/params.json is corrupt ({e}); rebuild the index.") from e
         try:
             idx = faiss.read_index(str(data_dir / "index.faiss"))
+            if idx is None:  # faiss returns None for an empty file
+                raise RuntimeError("empty file")
         except RuntimeError as e:
             raise IndexFormatError(f"DenseRetriever.load: {data_dir / 'index.faiss'} is missing or corrupt; rebuild the index.") from e
         self.documents = read_documents(data_dir / "documents.jsonl")
@@ -229,6 +274,12 @@ class DenseRetriever(Retriever):
         if model is None and not model_path:
             raise ValueError("DenseRetriever.load: this index was built from an in-memory model; pass model=... to load it.")
         self._set_model(model if model is not None else model_path, device)
+        get_dim = (getattr(self.model, "get_embedding_dimension", None)  # sentence-transformers >= 6
+                   or getattr(self.model, "get_sentence_embedding_dimension", None))
+        model_dim = get_dim() if callable(get_dim) else None
+        if isinstance(model_dim, int) and model_dim != dim:
+            raise ValueError(f"DenseRetriever.load: the model makes {model_dim}-d embeddings but {data_dir} holds "
+                             f"{dim}-d vectors; load it with the model it was built with.")
         self._set_index(idx)
         return self
 

@@ -58,6 +58,8 @@ class HybridRetriever(Retriever):
         self.fusion = check_choice(fusion, ("rrf", "convex"), "fusion", owner)
         if weights is None:
             weights = [1.0 / len(retrievers)] * len(retrievers)
+        if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
+            raise TypeError(f"{owner}: weights must be a list of numbers, got {type(weights).__name__}.")
         if len(weights) != len(retrievers):
             raise ValueError(f"{owner}: got {len(weights)} weights for {len(retrievers)} retrievers.")
         self.weights = [check_number(w, "weight", owner, low=0.0) for w in weights]

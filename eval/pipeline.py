@@ -1,0 +1,243 @@
+"""End to end on SciFact: retrieve -> rerank -> prune -> one token budget.
+
+    python -m eval.pipeline --shared ../shared/data --budget 1000 --json eval/results/pipeline_scifact.json
+    python -m eval.pipeline --shared ../shared/data --max-queries 20 --quantize int8
+
+For each BEIR SciFact test claim (the 300 claims of the original SciFact dev split, held out
+from both shipped models' training) the script runs the real :class:`ragprune.Pipeline`:
+BM25 top ``--candidates`` -> the shipped cross-encoder -> the top ``--top-k`` documents -> the
+shipped Provence pruner -> ``--budget`` tokens. It reports
+
+- nDCG@10 / MRR@10 of the reranked list (BEIR qrels, pytrec_eval) and of BM25 alone;
+- evidence recall of the final context: the share of the SciFact rationale sentences (from
+  ``scifact_rationales/corpus.jsonl``) whose text appears in the context, over all gold
+  documents, and over the gold documents that reached the pruner ("retrieved");
+- evidence kept: for the claims whose gold document reached the pruner, the share whose
+  context holds at least one complete rationale (every sentence of one evidence set);
+- tokens, compression (share of the top documents' body tokens removed) and seconds per stage.
+
+The same reranked lists are also budgeted without pruning (whole documents in rank order
+until the budget is full), the baseline a pruner has to beat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ragprune.eval.beir import load_beir
+from ragprune.eval.metrics import evaluate_run, run_from_hits
+from ragprune.eval.report import save_json
+
+log = logging.getLogger("eval.pipeline")
+
+_SPACE = re.compile(r"\s+")
+
+
+def _norm(text: str) -> str:
+    return _SPACE.sub(" ", text).strip().lower()
+
+
+class Recorder:
+    """A reranker wrapper that remembers what it returned (the pipeline keeps only the top)."""
+
+    def __init__(self, reranker: Any) -> None:
+        self.reranker, self.lists = reranker, {}
+
+    def rerank_many(self, queries: Sequence[str], docs: Sequence[Sequence[Any]], k: int | None = None) -> list:
+        out = self.reranker.rerank_many(queries, docs)
+        for q, lst in zip(queries, out):
+            self.lists[q] = lst
+        return [lst[:k] for lst in out] if k is not None else out
+
+
+class Replay:
+    """A reranker that returns the lists a :class:`Recorder` saw (no model call)."""
+
+    def __init__(self, lists: dict[str, list]) -> None:
+        self.lists = lists
+
+    def rerank_many(self, queries: Sequence[str], docs: Sequence[Sequence[Any]], k: int | None = None) -> list:
+        return [self.lists[q][:k] for q in queries]
+
+
+def load_rationales(shared: Path, query_ids: Sequence[str], queries_meta: dict[str, dict]
+                    ) -> dict[str, list[tuple[str, list[list[str]]]]]:
+    """``{query id: [(doc id, [evidence set as sentence texts, ...]), ...]}`` for claims with evidence.
+
+    Evidence comes from the BEIR query metadata (SciFact's own annotation); sentence texts from
+    the rationale corpus, where the sentence indices point.
+    """
+    path = shared / "scifact_rationales" / "corpus.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"eval.pipeline: {path} is missing; the evidence sentences come from it.")
+    abstracts = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                abstracts[str(row["doc_id"])] = row["abstract"]
+    out: dict[str, list[tuple[str, list[list[str]]]]] = {}
+    for qid in query_ids:
+        evidence = queries_meta.get(qid) or {}
+        golds = []
+        for doc_id, sets in evidence.items():
+            if doc_id not in abstracts or not isinstance(sets, list):
+                continue
+            sents = abstracts[doc_id]
+            groups = [[sents[i] for i in s.get("sentences", []) if 0 <= i < len(sents)] for s in sets]
+            groups = [g for g in groups if g]
+            if groups:
+                golds.append((doc_id, groups))
+        if golds:
+            out[qid] = golds
+    return out
+
+
+def evidence_stats(ctx: Any, golds: list[tuple[str, list[list[str]]]], handed: set[str]) -> dict[str, float]:
+    """Evidence recall of one context (see the module docstring)."""
+    kept = {d.id: _norm(d.text) for d in ctx.documents}
+    found = total = found_r = total_r = 0
+    complete = False
+    for doc_id, groups in golds:
+        sents = {_norm(s) for g in groups for s in g}
+        hit = {s for s in sents if doc_id in kept and s in kept[doc_id]}
+        found, total = found + len(hit), total + len(sents)
+        if doc_id in handed:
+            found_r, total_r = found_r + len(hit), total_r + len(sents)
+            complete = complete or any(all(_norm(s) in hit for s in g) for g in groups)
+    out = {"evidence_recall": found / total}
+    if total_r:
+        out["evidence_recall_retrieved"] = found_r / total_r
+        out["evidence_kept"] = float(complete)
+    return out
+
+
+def _mean(rows: list[dict[str, float]], key: str) -> float | None:
+    vals = [r[key] for r in rows if key in r]
+    return round(sum(vals) / len(vals), 4) if vals else None
+
+
+def summarize(name: str, contexts: list[Any], evidence: dict[str, list], qids: list[str],
+              handed: dict[str, set[str]]) -> dict[str, Any]:
+    rows = [evidence_stats(c, evidence[q], handed[q]) for q, c in zip(qids, contexts) if q in evidence]
+    out: dict[str, Any] = {"config": name}
+    for key in ("evidence_recall", "evidence_recall_retrieved", "evidence_kept"):
+        out[key] = _mean(rows, key)
+    out["claims_with_evidence"] = len(rows)
+    out["claims_evidence_retrieved"] = sum("evidence_kept" in r for r in rows)
+    stats = [dict(c.stats) for c in contexts]
+    for key in ("tokens_candidates", "tokens_final", "compression", "seconds_retrieve", "seconds_rerank",
+                "seconds_prune", "seconds_budget"):
+        out[key] = _mean(stats, key)
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m eval.pipeline", description=__doc__.split("\n\n")[0])
+    p.add_argument("--shared", type=Path, default=Path("../shared/data"))
+    p.add_argument("--budget", type=int, default=1000, help="max tokens of the final context")
+    p.add_argument("--candidates", type=int, default=100, help="BM25 candidates for the reranker")
+    p.add_argument("--top-k", type=int, default=10, help="documents handed to the pruner")
+    p.add_argument("--threshold", type=float, default=0.1, help="Provence keep threshold")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="int8 reranker and pruner")
+    p.add_argument("--max-queries", type=int, default=None, help="first N test claims (default all 300)")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    for name in ("budget", "candidates", "top_k"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.max_queries is not None and args.max_queries < 1:
+        p.error("--max-queries must be >= 1")
+    return args
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from ragprune import BM25Retriever, CrossEncoderReranker, Pipeline, ProvencePruner
+
+    ds_path = args.shared / "beir_scifact"
+    ds = load_beir(ds_path, "test")
+    qids = [q for q in ds.queries if q in ds.qrels][: args.max_queries]
+    meta = {}
+    with open(ds_path / "queries.jsonl", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                meta[str(row["_id"])] = row.get("metadata") or {}
+    evidence = load_rationales(args.shared, qids, meta)
+    texts = [ds.queries[q] for q in qids]
+
+    bm25 = BM25Retriever.from_documents(ds.corpus, show_progress=False)
+    recorder = Recorder(CrossEncoderReranker(quantize=args.quantize))
+    pruner = ProvencePruner(threshold=args.threshold, quantize=args.quantize)
+    pipe = Pipeline(bm25, recorder, pruner, max_tokens=args.budget, candidates=args.candidates, top_k=args.top_k)
+    t0 = time.perf_counter()
+    contexts = [pipe.run(q) for q in tqdm(texts, desc="pipeline", unit="query")]
+    seconds = time.perf_counter() - t0
+    reranked = [recorder.lists[q] for q in texts]
+    handed = {qid: {h.id for h in recorder.lists[q][: args.top_k]} for qid, q in zip(qids, texts)}
+    plain = Pipeline(bm25, Replay(recorder.lists), None, max_tokens=args.budget, candidates=args.candidates,
+                     top_k=args.top_k).run_many(texts)
+
+    qrels = {q: ds.qrels[q] for q in qids}
+    first = bm25.retrieve_many(texts, k=args.candidates)
+    return {
+        "dataset": "beir_scifact", "split": "test", "num_queries": len(qids),
+        "pipeline": repr(pipe).replace(repr(recorder), repr(recorder.reranker)),
+        "budget": args.budget, "candidates": args.candidates, "top_k": args.top_k, "threshold": args.threshold,
+        "quantize": args.quantize,
+        "ranking": {"bm25": _round(evaluate_run(qrels, run_from_hits(qids, first))),
+                    "reranked": _round(evaluate_run(qrels, run_from_hits(qids, reranked)))},
+        "contexts": [summarize("rerank + prune + budget", contexts, evidence, qids, handed),
+                     summarize("rerank + budget (no pruning)", plain, evidence, qids, handed)],
+        "seconds_per_query": round(seconds / max(1, len(qids)), 3),
+    }
+
+
+def _round(m: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in m.items()}
+
+
+def _fmt(v: Any) -> str:
+    return "" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def print_table(result: dict[str, Any]) -> None:
+    r = result["ranking"]
+    print(f"SciFact test, {result['num_queries']} claims: nDCG@10 BM25 {r['bm25']['ndcg@10']:.4f} -> reranked "
+          f"{r['reranked']['ndcg@10']:.4f}; {result['seconds_per_query']} s per query end to end")
+    cols = ["evidence_recall", "evidence_recall_retrieved", "evidence_kept", "tokens_candidates", "tokens_final",
+            "compression", "seconds_rerank", "seconds_prune"]
+    print("| context | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+    for c in result["contexts"]:
+        print(f"| {c['config']} | " + " | ".join(_fmt(c[k]) for k in cols) + " |")
+    c = result["contexts"][0]
+    print(f"claims with evidence: {c['claims_with_evidence']}, whose gold document reached the pruner: "
+          f"{c['claims_evidence_retrieved']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        result = run(args)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        print(f"eval.pipeline: {e}", file=sys.stderr)
+        return 2
+    print_table(result)
+    save_json(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
