@@ -1,6 +1,6 @@
 """End to end on SciFact: retrieve -> rerank -> prune -> one token budget.
 
-    python -m eval.pipeline --shared ../shared/data --budget 1000 --json eval/results/pipeline_scifact.json
+    python -m eval.pipeline --shared ../shared/data --budget 1000 500 --json eval/results/pipeline_scifact.json
     python -m eval.pipeline --shared ../shared/data --max-queries 20 --quantize int8
 
 For each BEIR SciFact test claim (the 300 claims of the original SciFact dev split, held out
@@ -16,8 +16,10 @@ shipped Provence pruner -> ``--budget`` tokens. It reports
   context holds at least one complete rationale (every sentence of one evidence set);
 - tokens, compression (share of the top documents' body tokens removed) and seconds per stage.
 
-The same reranked lists are also budgeted without pruning (whole documents in rank order
-until the budget is full), the baseline a pruner has to beat.
+The same reranked and pruned lists are also budgeted with the pruner's threshold only
+(``backfill=False``: no sentence below the threshold, even when the budget has room) and
+without pruning (whole documents in rank order until the budget is full), the baseline a
+pruner has to beat.
 """
 
 from __future__ import annotations
@@ -48,26 +50,37 @@ def _norm(text: str) -> str:
 
 
 class Recorder:
-    """A reranker wrapper that remembers what it returned (the pipeline keeps only the top)."""
+    """Wraps a reranker or pruner and remembers its full output per query, so the other
+    configurations replay the same lists instead of running the models again."""
 
-    def __init__(self, reranker: Any) -> None:
-        self.reranker, self.lists = reranker, {}
+    def __init__(self, stage: Any) -> None:
+        self.stage, self.lists = stage, {}
 
     def rerank_many(self, queries: Sequence[str], docs: Sequence[Sequence[Any]], k: int | None = None) -> list:
-        out = self.reranker.rerank_many(queries, docs)
-        for q, lst in zip(queries, out):
-            self.lists[q] = lst
-        return [lst[:k] for lst in out] if k is not None else out
+        out = self.stage.rerank_many(queries, docs)  # the whole list: nDCG@10 is measured on it
+        self.lists.update(zip(queries, out))
+        return [lst[:k] for lst in out]
+
+    def prune_many(self, queries: Sequence[str], docs: Sequence[Sequence[Any]]) -> list:
+        out = self.stage.prune_many(queries, docs)
+        self.lists.update(zip(queries, out))
+        return out
+
+    def __repr__(self) -> str:
+        return repr(self.stage)
 
 
 class Replay:
-    """A reranker that returns the lists a :class:`Recorder` saw (no model call)."""
+    """A reranker and pruner that returns what a :class:`Recorder` saw (no model call)."""
 
     def __init__(self, lists: dict[str, list]) -> None:
         self.lists = lists
 
     def rerank_many(self, queries: Sequence[str], docs: Sequence[Sequence[Any]], k: int | None = None) -> list:
         return [self.lists[q][:k] for q in queries]
+
+    def prune_many(self, queries: Sequence[str], docs: Sequence[Sequence[Any]]) -> list:
+        return [self.lists[q] for q in queries]
 
 
 def load_rationales(shared: Path, query_ids: Sequence[str], queries_meta: dict[str, dict]
@@ -145,7 +158,9 @@ def summarize(name: str, contexts: list[Any], evidence: dict[str, list], qids: l
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m eval.pipeline", description=__doc__.split("\n\n")[0])
     p.add_argument("--shared", type=Path, default=Path("../shared/data"))
-    p.add_argument("--budget", type=int, default=1000, help="max tokens of the final context")
+    p.add_argument("--budget", type=int, nargs="+", default=[1000],
+                   help="max tokens of the final context; the first budget runs the models, the others "
+                        "replay their outputs")
     p.add_argument("--candidates", type=int, default=100, help="BM25 candidates for the reranker")
     p.add_argument("--top-k", type=int, default=10, help="documents handed to the pruner")
     p.add_argument("--threshold", type=float, default=0.1, help="Provence keep threshold")
@@ -153,9 +168,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-queries", type=int, default=None, help="first N test claims (default all 300)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
-    for name in ("budget", "candidates", "top_k"):
+    for name in ("candidates", "top_k"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if min(args.budget) < 1:
+        p.error("--budget must be >= 1")
     if args.max_queries is not None and args.max_queries < 1:
         p.error("--max-queries must be >= 1")
     return args
@@ -178,27 +195,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     bm25 = BM25Retriever.from_documents(ds.corpus, show_progress=False)
     recorder = Recorder(CrossEncoderReranker(quantize=args.quantize))
-    pruner = ProvencePruner(threshold=args.threshold, quantize=args.quantize)
-    pipe = Pipeline(bm25, recorder, pruner, max_tokens=args.budget, candidates=args.candidates, top_k=args.top_k)
+    pruner = Recorder(ProvencePruner(threshold=args.threshold, quantize=args.quantize))
+    pipe = Pipeline(bm25, recorder, pruner, max_tokens=args.budget[0], candidates=args.candidates, top_k=args.top_k)
     t0 = time.perf_counter()
     contexts = [pipe.run(q) for q in tqdm(texts, desc="pipeline", unit="query")]
     seconds = time.perf_counter() - t0
     reranked = [recorder.lists[q] for q in texts]
     handed = {qid: {h.id for h in recorder.lists[q][: args.top_k]} for qid, q in zip(qids, texts)}
-    plain = Pipeline(bm25, Replay(recorder.lists), None, max_tokens=args.budget, candidates=args.candidates,
-                     top_k=args.top_k).run_many(texts)
-
+    rows = [summarize("rerank + prune + budget (default, backfill)", contexts, evidence, qids, handed)]
+    for budget in args.budget:
+        sizes = {"max_tokens": budget, "candidates": args.candidates, "top_k": args.top_k}
+        rerank, prune = Replay(recorder.lists), Replay(pruner.lists)
+        configs = {"rerank + prune, threshold only (backfill=False)": Pipeline(bm25, rerank, prune, backfill=False, **sizes),
+                   "rerank + budget, no pruning": Pipeline(bm25, rerank, None, **sizes)}
+        if budget != args.budget[0]:
+            configs = {"rerank + prune + budget (default, backfill)": Pipeline(bm25, rerank, prune, **sizes), **configs}
+        rows += [summarize(name, pipe_.run_many(texts), evidence, qids, handed) for name, pipe_ in configs.items()]
+        for r in rows[-len(configs):]:
+            r["budget"] = budget
+    rows[0]["budget"] = args.budget[0]
     qrels = {q: ds.qrels[q] for q in qids}
     first = bm25.retrieve_many(texts, k=args.candidates)
     return {
         "dataset": "beir_scifact", "split": "test", "num_queries": len(qids),
-        "pipeline": repr(pipe).replace(repr(recorder), repr(recorder.reranker)),
-        "budget": args.budget, "candidates": args.candidates, "top_k": args.top_k, "threshold": args.threshold,
+        "pipeline": repr(pipe),
+        "budgets": args.budget, "candidates": args.candidates, "top_k": args.top_k, "threshold": args.threshold,
         "quantize": args.quantize,
         "ranking": {"bm25": _round(evaluate_run(qrels, run_from_hits(qids, first))),
                     "reranked": _round(evaluate_run(qrels, run_from_hits(qids, reranked)))},
-        "contexts": [summarize("rerank + prune + budget", contexts, evidence, qids, handed),
-                     summarize("rerank + budget (no pruning)", plain, evidence, qids, handed)],
+        "contexts": sorted(rows, key=lambda r: -r["budget"]),
         "seconds_per_query": round(seconds / max(1, len(qids)), 3),
     }
 
@@ -215,8 +240,8 @@ def print_table(result: dict[str, Any]) -> None:
     r = result["ranking"]
     print(f"SciFact test, {result['num_queries']} claims: nDCG@10 BM25 {r['bm25']['ndcg@10']:.4f} -> reranked "
           f"{r['reranked']['ndcg@10']:.4f}; {result['seconds_per_query']} s per query end to end")
-    cols = ["evidence_recall", "evidence_recall_retrieved", "evidence_kept", "tokens_candidates", "tokens_final",
-            "compression", "seconds_rerank", "seconds_prune"]
+    cols = ["budget", "evidence_recall", "evidence_recall_retrieved", "evidence_kept", "tokens_final", "compression",
+            "seconds_rerank", "seconds_prune"]
     print("| context | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     for c in result["contexts"]:

@@ -56,10 +56,10 @@ class Pipeline:
         top_k: How many documents go on to pruning and budgeting.
         token_counter: Counts tokens for the budget and the stats.
         backfill: When the pruner's kept sentences leave part of the budget unused, fill it with
-            the next-best sentences by the pruner's sentence scores (best first across the top
-            documents). With ``False`` the context is exactly what the pruner kept, which can be
-            empty when a threshold pruner finds nothing relevant. Pruners without sentence
-            scores are never backfilled.
+            the sentences it dropped: best-ranked document first, and within a document the
+            best sentences by the pruner's score first. With ``False`` the context is exactly what
+            the pruner kept, which can be empty when a threshold pruner finds nothing relevant.
+            Pruners without sentence scores are never backfilled.
 
     Example:
         >>> pipe = Pipeline(BM25Retriever.from_documents(docs), CrossEncoderReranker(),   # doctest: +SKIP
@@ -129,14 +129,14 @@ class Pipeline:
 
     def _units(self, pruned: list[PrunedDocument]) -> list[Unit]:
         """Budget units: the pruner's kept sentences first, in the reranker's document order
-        (scores in (1, 2]), then, with ``backfill``, the other sentences by their pruner score
-        (scores in (0, 1), rank-transformed so that any score scale works)."""
+        (scores in (1, 2]); then, with ``backfill``, the other sentences, again in the reranker's
+        document order and within a document by their pruner score (scores in (0, 1))."""
         n = max(1, len(pruned))
         units = [Unit(g, j, p.sentences[j], 2.0 - g / n) for g, p in enumerate(pruned) for j in p.kept]
         if self.backfill:
             rest = [(s, g, j) for g, p in enumerate(pruned) if len(p.sentence_scores) == len(p.sentences)
                     for kept in [set(p.kept)] for j, s in enumerate(p.sentence_scores) if j not in kept]
-            rest.sort(key=lambda r: (-r[0], r[1], r[2]))
+            rest.sort(key=lambda r: (r[1], -r[0], r[2]))
             units += [Unit(g, j, pruned[g].sentences[j], 1.0 - (i + 1) / (len(rest) + 1))
                       for i, (_, g, j) in enumerate(rest)]
         return units

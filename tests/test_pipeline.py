@@ -103,9 +103,11 @@ def test_pipeline_backfills_unused_budget_by_sentence_score():
     assert strict.documents == () and strict.text == "" and strict.stats["backfilled_sentences"] == 0
     full = Pipeline(bm25, pruner=never, max_tokens=1000).run("tea leaves")
     assert full.stats["backfilled_sentences"] == 5 and full.stats["compression"] == 0.0
-    # a small budget takes the best-scored sentence first, not the first document's first one
-    one = Pipeline(bm25, pruner=never, max_tokens=12).run("tea leaves")
-    assert [d.sentences[i] for d in one.documents for i in d.kept] == ["Tea comes from the leaves of a shrub."]
+    # a small budget takes the top document's best-scored sentence, not its first one
+    top = bm25.retrieve("tea water", k=1)[0].id
+    one = Pipeline(bm25, pruner=never, max_tokens=10).run("tea water")
+    assert [d.id for d in one.documents] == [top] == ["a"]
+    assert one.documents[0].kept == (2,)  # "Tea is brewed with hot water." outscores the first sentence
     # kept sentences always go before backfilled ones, whatever their score
     lead = Pipeline(bm25, pruner=LeadPruner(k=1), max_tokens=14).run("tea leaves")
     assert all(d.kept == (0,) for d in lead.documents)
