@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ragprune.eval.beir import BeirDataset, load_beir
 from ragprune.eval.metrics import evaluate_run, run_from_hits
-from ragprune.eval.report import save_json
+from ragprune.eval.report import run_cli
 from ragprune.retrieve.base import Retriever
 
 log = logging.getLogger("eval.beir")
@@ -293,25 +293,14 @@ def print_table(result: dict[str, Any]) -> None:
               f"{result['num_queries']} | {fm['ndcg@10']:.4f} | {fm['recall@100']:.4f} | {fm['mrr@10']:.4f} | |")
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    log.setLevel(logging.INFO)
-    args = parse_args(argv)
-    try:
-        result = run(args)
-    except (FileNotFoundError, ValueError, ImportError) as e:
-        print(f"eval.beir: {e}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:  # LLMError: the LLM server is down or keeps failing
-        if type(e).__module__ != "ragprune.rerank.llm":
-            raise
-        print(f"eval.beir: {e}", file=sys.stderr)
-        return 2
+def _print_all(result: dict[str, Any]) -> None:
     print_table(result)
     if "prp" in result:
         print(" ".join(f"{k}={v}" for k, v in result["prp"].items()))
-    save_json(args.json, result)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli("eval.beir", argv, parse_args, run, _print_all)
 
 
 if __name__ == "__main__":

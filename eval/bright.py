@@ -56,7 +56,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ragprune.eval.metrics import evaluate_run, run_from_hits
-from ragprune.eval.report import save_json
+from ragprune.eval.report import run_cli
 from ragprune.retrieve.base import Retriever
 from ragprune.types import Document, ScoredDocument
 
@@ -653,23 +653,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    log.setLevel(logging.INFO)
-    args = parse_args(argv)
-    try:
-        result = run(args)
-    except (FileNotFoundError, ValueError, ImportError) as e:
-        msg = str(e)
-        print(msg if msg.startswith("eval.bright") else f"eval.bright: {msg}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:  # LLMError: the LLM server is down or keeps failing
-        if type(e).__module__ != "ragprune.rerank.llm":
-            raise
-        print(f"eval.bright: {e}", file=sys.stderr)
-        return 2
-    print_table(result)
-    save_json(args.json, result)
-    return 0
+    return run_cli("eval.bright", argv, parse_args, run, print_table)
 
 
 if __name__ == "__main__":

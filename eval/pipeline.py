@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import re
 import sys
 import time
@@ -38,9 +37,7 @@ from tqdm.auto import tqdm
 
 from ragprune.eval.beir import load_beir
 from ragprune.eval.metrics import evaluate_run, run_from_hits
-from ragprune.eval.report import save_json
-
-log = logging.getLogger("eval.pipeline")
+from ragprune.eval.report import run_cli
 
 _SPACE = re.compile(r"\s+")
 
@@ -252,16 +249,7 @@ def print_table(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    args = parse_args(argv)
-    try:
-        result = run(args)
-    except (FileNotFoundError, ValueError, ImportError) as e:
-        print(f"eval.pipeline: {e}", file=sys.stderr)
-        return 2
-    print_table(result)
-    save_json(args.json, result)
-    return 0
+    return run_cli("eval.pipeline", argv, parse_args, run, print_table)
 
 
 if __name__ == "__main__":
