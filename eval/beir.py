@@ -151,7 +151,7 @@ def _prp_stage(args: argparse.Namespace, qids: list[str], texts: list[str], hits
     kwargs: dict[str, Any] = {}
     if args.llm.startswith(("http://", "https://")):
         kwargs["model"] = args.llm_model
-    llm = load_llm(args.llm, backend=args.llm_backend, **kwargs)
+    llm = load_llm(args.llm, backend=args.llm_backend, threads=args.llm_threads, **kwargs)
     reranker = PairwiseReranker(llm, method=args.method, k=args.prp_k, both_orders=not args.one_order,
                                 decision=args.decision, max_passage_words=args.max_passage_words)
     done: dict[str, dict[str, Any]] = {}
@@ -214,6 +214,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--one-order", action="store_true", help="ask each comparison in one order only")
     g.add_argument("--decision", default="labels", choices=("labels", "margin"),
                    help="both-order rule: the paper's label agreement, or the debiased logprob margin")
+    g.add_argument("--llm-threads", type=int, default=None,
+                   help="CPU threads of a local LLM (default: all cores; 1 is faster when other jobs share them)")
     g.add_argument("--max-passage-words", type=int, default=128, help="passage length in the prompt")
     g.add_argument("--prp-cache", type=Path, default=None,
                    help="append per-query results here and skip queries already in it (resume long runs)")
@@ -231,6 +233,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.top_k < 1:
         p.error("--top-k must be >= 1")
+    if args.llm_threads is not None and args.llm_threads < 1:
+        p.error("--llm-threads must be >= 1")
     if str(args.cache_dir) in ("", "."):
         args.cache_dir = None
     return args

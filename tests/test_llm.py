@@ -221,6 +221,9 @@ def test_bad_configuration() -> None:
     with pytest.raises(ValueError, match="backend"):
         load_llm("x", backend="magic")
     assert isinstance(load_llm("http://127.0.0.1:1/v1", model="m"), OpenAICompatibleLLM)
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        load_llm("x", threads=0)
+    assert isinstance(load_llm("http://127.0.0.1:1/v1", model="m", threads=1), OpenAICompatibleLLM)  # ignored
 
 
 def test_missing_model_files_name_the_fix(tmp_path, monkeypatch) -> None:

@@ -61,6 +61,15 @@ def test_llamacpp_in_process(smollm2):
     assert llm.choose(p, LABELS).label_logprobs == pytest.approx(llm.choose(p, LABELS).label_logprobs, abs=1e-4)
 
 
+def test_load_llm_picks_llamacpp_for_a_gguf_short_name(smollm2):
+    pytest.importorskip("xllamacpp")
+    from ragprune.rerank.llm import load_llm
+
+    llm = load_llm("smollm2-135m", threads=1, n_ctx=1024)
+    assert isinstance(llm, LlamaCppLLM)
+    assert llm.generate("Say hi.", max_tokens=4).text.strip()
+
+
 def test_transformers_gguf(smollm2):
     pytest.importorskip("gguf")
     pytest.importorskip("accelerate")

@@ -508,26 +508,35 @@ class LlamaCppLLM(LLMBackend):
         return self._chat(prompt, max(4, len(answer_prefix.split()) + 3), labels)
 
 
-def load_llm(spec: str, *, backend: str = "auto", **kwargs: Any) -> LLMBackend:
+def load_llm(spec: str, *, backend: str = "auto", threads: int | None = None, **kwargs: Any) -> LLMBackend:
     """Build a backend from a string: an ``http(s)://`` URL, a ``.gguf`` path, a folder or a short name.
 
     ``backend``: ``"auto"`` (URL -> OpenAICompatibleLLM, otherwise LlamaCppLLM when xllamacpp is
     installed and the model is a GGUF, else TransformersLLM), ``"openai"``, ``"llamacpp"`` or
-    ``"transformers"``.
+    ``"transformers"``. ``threads`` sets llama.cpp's CPU threads, or torch's for transformers
+    (a process-wide setting); servers ignore it. Other keyword arguments go to the backend.
     """
     if backend not in ("auto", "openai", "llamacpp", "transformers"):
         raise ValueError(f"load_llm: unknown backend {backend!r}; expected auto, openai, llamacpp or transformers.")
+    if threads is not None:
+        check_positive_int(threads, "threads", "load_llm")
     if backend == "openai" or (backend == "auto" and re.match(r"^https?://", spec)):
         return OpenAICompatibleLLM(spec, **kwargs)
-    if backend == "transformers":
-        return TransformersLLM(spec, **kwargs)
+    if backend == "auto":
+        path = resolve_gguf(spec, "load_llm")
+        backend = "transformers"
+        if path.suffix == ".gguf":
+            try:
+                import xllamacpp  # noqa: F401
+            except ImportError:
+                pass
+            else:
+                backend = "llamacpp"
+        spec = str(path)
     if backend == "llamacpp":
-        return LlamaCppLLM(spec, **kwargs)
-    path = resolve_gguf(spec, "load_llm")
-    if path.suffix == ".gguf":
-        try:
-            import xllamacpp  # noqa: F401
-        except ImportError:
-            return TransformersLLM(path, **kwargs)
-        return LlamaCppLLM(path, **kwargs)
-    return TransformersLLM(path, **kwargs)
+        return LlamaCppLLM(spec, threads=threads, **kwargs)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    return TransformersLLM(spec, **kwargs)
