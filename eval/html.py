@@ -209,7 +209,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for label, r in res["wtq"]["systems"].items():
-        ax.plot(BUDGETS, [r["answer_kept"][str(b)] for b in BUDGETS], "-o",
+        ax.plot(BUDGETS, [r["answer_kept"][str(b)] for b in BUDGETS], marker="o",
                 ls="-" if label.startswith("ragprune") else "--", label=label)
     ax.set_xscale("log", base=2)
     ax.set_xticks(BUDGETS, [str(b) for b in BUDGETS])
