@@ -117,6 +117,32 @@ def test_custom_callable_and_reranker_scorers():
 
 
 @pytest.mark.timeout(120)  # a hang guard: linear code needs seconds, a quadratic path hours
+def test_refiner_rescores_only_the_first_stage_candidates():
+    texts = ["answer words here one two three", "bait words here one two three",
+             "zebra words here one two three", "other words here one two three"]  # 6 tokens each
+    page = "".join(f"<p>{t}</p>" for t in texts)
+    coarse = {"answer": 1.0, "bait": 3.0, "zebra": 0.0, "other": 2.0}
+    seen = []
+
+    def first(query, blocks):
+        return [coarse[t.split()[0]] for t in blocks]
+
+    def fine(query, blocks):
+        seen.append([t.split()[0] for t in blocks])
+        return [{"zebra": 2.0, "answer": 1.0}.get(t.split()[0], 0.0) for t in blocks]
+
+    kw = {"max_tokens": 6, "budget_on": "text", "max_node_words": 8}
+    assert HtmlPruner(first, **kw).prune("q", page).text == texts[1]  # the first stage alone: bait
+    two = HtmlPruner(first, refiner=fine, refine_factor=3, **kw)
+    assert two.prune("q", page).text == texts[0]  # refined: the answer; zebra was never a candidate
+    assert seen == [["answer", "bait", "other"]]  # the 3 best first-stage blocks, in page order
+    assert "refiner='function'" in repr(two)
+    with pytest.raises(ValueError, match="refine_factor must be >= 1"):
+        HtmlPruner(refiner=fine, refine_factor=0.5)
+    with pytest.raises(ValueError, match="refiner returned"):
+        HtmlPruner(first, refiner=lambda q, t: [1.0], refine_factor=3, **kw).prune("q", page)
+
+
 def test_hostile_html_is_bounded():
     p = HtmlPruner(max_tokens=200)
     p.prune("deep", "<div>" * 100_000 + "deep text" + "</div>" * 100_000)

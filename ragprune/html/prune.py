@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validate import check_positive_int, check_query
+from .._validate import check_number, check_positive_int, check_query
 from ..budget import Unit, fill_budget
 from ..text import TokenCounter, count_tokens, tokenizer_safe
 from ..types import Document, PrunedHtml
@@ -41,6 +41,13 @@ class HtmlPruner:
         budget_on: ``"html"`` (count tokens of the serialised HTML, default) or ``"text"``.
         token_counter: Token counter for the budget and the compression figure.
         max_bytes: Larger pages are refused with a clear error.
+        refiner: Optional second stage (HtmlRAG's coarse-to-fine pruning): a scorer of the same
+            kinds as ``scorer``, typically a stronger and slower one (``ProvencePruner``,
+            ``CrossEncoderReranker``, or a callable wrapping an LLM). The first scorer picks
+            candidate blocks worth ``refine_factor`` times the budget; only those are scored by
+            the refiner, whose scores then fill the budget. Blocks outside the candidates are
+            never kept.
+        refine_factor: Size of the candidate pool, in multiples of the budget (>= 1).
 
     Example:
         >>> page = HtmlPruner(max_tokens=512).prune("When was the Bellagio built?", html)  # doctest: +SKIP
@@ -49,7 +56,8 @@ class HtmlPruner:
 
     def __init__(self, scorer: str | Any = "bm25", *, max_tokens: int = 2000, max_node_words: int = 64,
                  use_context: bool = True, budget_on: str = "html", token_counter: TokenCounter = count_tokens,
-                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 max_bytes: int = DEFAULT_MAX_BYTES, refiner: str | Any | None = None,
+                 refine_factor: float = 4.0) -> None:
         owner = "HtmlPruner"
         self.max_tokens = check_positive_int(max_tokens, "max_tokens", owner)
         self.max_node_words = check_positive_int(max_node_words, "max_node_words", owner)
@@ -61,6 +69,9 @@ class HtmlPruner:
         self.token_counter = token_counter
         self._score = self._make_scorer(scorer)
         self.scorer_name = scorer if isinstance(scorer, str) else type(scorer).__name__
+        self.refine_factor = check_number(refine_factor, "refine_factor", owner, low=1.0)
+        self._refine = self._make_scorer(refiner) if refiner is not None else None
+        self.refiner_name = (refiner if isinstance(refiner, str) or refiner is None else type(refiner).__name__)
 
     def _make_scorer(self, scorer: Any) -> BlockScorer:
         if scorer == "bm25":
@@ -111,11 +122,10 @@ class HtmlPruner:
         if not blocks:
             return PrunedHtml(html="<body></body>", text="", blocks=(), tokens=0, compression=0.0)
         texts = [f"{b.context}\n{b.text}" if self.use_context and b.context else b.text for b in blocks]
-        scores = np.asarray(self._score(query, texts), dtype=float)
-        if scores.shape != (len(blocks),):
-            raise ValueError(f"HtmlPruner: the scorer returned {scores.shape} scores for {len(blocks)} blocks.")
-        scores = np.nan_to_num(scores, nan=-np.inf)
+        scores = _checked(self._score(query, texts), len(blocks), "scorer")
         units = [Unit(0, b.index, b.html if self.budget_on == "html" else b.text, float(s)) for b, s in zip(blocks, scores)]
+        if self._refine is not None:
+            units, scores = self._refined(query, texts, units, scores, budget)
         chosen = fill_budget(units, budget, self.token_counter)
         kept = sorted(u.position for u in chosen.units)
         if chosen.truncated:
@@ -144,6 +154,18 @@ class HtmlPruner:
         return PrunedHtml(html=out_html, text=out_text, blocks=tuple(kept), tokens=self._cost(out),
                           compression=max(0.0, min(1.0, compression)), truncated=chosen.truncated)
 
+    def _refined(self, query: str, texts: Sequence[str], units: list[Unit], scores: np.ndarray,
+                 budget: int) -> tuple[list[Unit], np.ndarray]:
+        """Second stage: re-score the first stage's candidate pool with the refiner."""
+        pool = fill_budget(units, max(budget, int(budget * self.refine_factor)), self.token_counter)
+        cand = sorted(u.position for u in pool.units)
+        if pool.truncated:  # one block larger than the pool: nothing to choose between
+            return [units[cand[0]]], scores
+        fine = _checked(self._refine(query, [texts[i] for i in cand]), len(cand), "refiner")
+        refined = np.full(len(scores), -np.inf)
+        refined[cand] = fine
+        return [replace(units[i], score=float(refined[i])) for i in cand], refined
+
     def _cost(self, el: Any) -> int:
         import lxml.html
 
@@ -164,7 +186,17 @@ class HtmlPruner:
         return rebuild(body, kept), kept
 
     def __repr__(self) -> str:
-        return f"HtmlPruner(scorer={self.scorer_name!r}, max_tokens={self.max_tokens}, max_node_words={self.max_node_words})"
+        refine = f", refiner={self.refiner_name!r}" if self._refine is not None else ""
+        return (f"HtmlPruner(scorer={self.scorer_name!r}{refine}, max_tokens={self.max_tokens}, "
+                f"max_node_words={self.max_node_words})")
+
+
+def _checked(scores: Any, n: int, what: str) -> np.ndarray:
+    """Scores as a float array of length ``n`` (NaN -> -inf), or a clear error."""
+    out = np.asarray(scores, dtype=float)
+    if out.shape != (n,):
+        raise ValueError(f"HtmlPruner: the {what} returned {out.shape} scores for {n} blocks.")
+    return np.nan_to_num(out, nan=-np.inf)
 
 
 def _bm25_scores(query: str, texts: Sequence[str]) -> np.ndarray:
