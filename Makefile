@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 SHARED ?= ../shared
 
-.PHONY: install demo test test-fast lint eval-retrieval eval-rerank eval-pruning eval-html speed clean
+.PHONY: install demo test test-fast lint eval-retrieval eval-rerank eval-pruning eval-html eval-pipeline speed clean
 
 install: $(VENV)/.installed
 
@@ -45,7 +45,11 @@ eval-pruning: install
 	$(PY) -m eval.pruning --shared $(SHARED)/data --json eval/results/pruning.json --plot eval/results/pruning.png
 
 eval-html: install
-	$(PY) -m eval.html --shared $(SHARED)/data --questions 60 --scorers bm25 --json eval/results/html.json --plot eval/results/html.png
+	$(PIP) install -q "htmlrag==0.1.1"
+	$(PY) -m eval.html --shared $(SHARED)/data --questions 100 --scorers bm25 dense --json eval/results/html.json --plot eval/results/html.png
+
+eval-pipeline: install
+	$(PY) -m eval.pipeline --shared $(SHARED)/data --budget 1000 500 300 --json eval/results/pipeline_scifact.json
 
 speed: install
 	$(PY) -m eval.speed bm25 --data $(SHARED)/data/beir_scifact --json eval/results/speed_bm25.json
