@@ -115,7 +115,7 @@ def build_methods(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
         def provence():
             from ragprune.prune.provence import ProvencePruner
 
-            return ProvencePruner(args.provence, max_length=512)
+            return ProvencePruner(args.provence, max_length=512, quantize=getattr(args, "quantize", None))
 
         methods["provence"] = provence
     return methods
@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
     p.add_argument("--limit", type=int, default=300, help="SQuAD questions sampled (seeded)")
     p.add_argument("--provence", default="ragprune-provence", help="Provence checkpoint, or 'none'")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="int8 dynamic quantization of Provence")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--plot", type=Path, default=None)
