@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ragprune.eval.beir import BeirDataset, load_beir
 from ragprune.eval.metrics import evaluate_run, run_from_hits
-from ragprune.eval.report import run_cli
+from ragprune.eval.report import load_cli_llm, rounded, run_cli
 from ragprune.retrieve.base import Retriever
 
 log = logging.getLogger("eval.beir")
@@ -119,10 +119,6 @@ def _fuse(first: list[list[Any]], raw: list[list[Any]], weight: float) -> list[l
     return out
 
 
-def _rounded(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: round(v, 4) for k, v in metrics.items()}
-
-
 def _cross_encoder_stage(args: argparse.Namespace, qids: list[str], texts: list[str], hits: list[list[Any]],
                          qrels: dict[str, dict[str, int]]) -> tuple[list[list[Any]], str, dict[str, Any]]:
     """Cross-encoder scores once, then the recommended (or given) and extra fusion weights."""
@@ -137,21 +133,17 @@ def _cross_encoder_stage(args: argparse.Namespace, qids: list[str], texts: list[
     fused = {}
     for w in sorted({0.0, *args.fusion_weights} - {weight}):  # same scores, other interpolation weights
         m = evaluate_run(qrels, run_from_hits(qids, _fuse(hits, raw, w), ignore_identical_ids=not args.keep_identical_ids))
-        fused[str(w)] = _rounded(m)
+        fused[str(w)] = rounded(m)
     return _fuse(hits, raw, weight), name, ({"fused_with_first_stage": fused} if fused else {})
 
 
 def _prp_stage(args: argparse.Namespace, qids: list[str], texts: list[str], hits: list[list[Any]],
                qrels: dict[str, dict[str, int]]) -> tuple[list[list[Any]], str, dict[str, Any]]:
     """Pairwise LLM reranking, one query at a time, resumable through ``--prp-cache``."""
-    from ragprune.rerank.llm import load_llm
     from ragprune.rerank.pairwise import PairwiseReranker
     from ragprune.types import ScoredDocument
 
-    kwargs: dict[str, Any] = {}
-    if args.llm.startswith(("http://", "https://")):
-        kwargs["model"] = args.llm_model
-    llm = load_llm(args.llm, backend=args.llm_backend, threads=args.llm_threads, **kwargs)
+    llm = load_cli_llm(args.llm, args.llm_backend, args.llm_model, args.llm_threads)
     reranker = PairwiseReranker(llm, method=args.method, k=args.prp_k, both_orders=not args.one_order,
                                 decision=args.decision, max_passage_words=args.max_passage_words)
     done: dict[str, dict[str, Any]] = {}
@@ -185,6 +177,26 @@ def _prp_stage(args: argparse.Namespace, qids: list[str], texts: list[str], hits
     return out, repr(reranker), {"prp": summary}
 
 
+def add_retriever_args(g: Any) -> None:
+    """Options of :func:`build_retriever` (also used by eval.bright)."""
+    g.add_argument("--model", default="minilm", help="dense model: local folder or 'minilm'/'mpnet'")
+    g.add_argument("--fusion", choices=("rrf", "convex"), default="rrf", help="hybrid fusion (default rrf)")
+    g.add_argument("--dense-weight", type=float, default=0.5, help="hybrid weight of the dense list")
+    g.add_argument("--bm25-method", default="lucene")
+    g.add_argument("--k1", type=float, default=0.9)
+    g.add_argument("--b", type=float, default=0.4)
+    g.add_argument("--cache-dir", type=Path, default=Path(".cache/eval"), help="dense index cache ('' to disable)")
+
+
+def add_cross_encoder_args(g: Any) -> None:
+    """Options of :func:`build_reranker` (also used by eval.bright)."""
+    g.add_argument("--reranker-model", default="ragprune-reranker", help="cross-encoder checkpoint folder")
+    g.add_argument("--rerank-max-length", type=int, default=256, help="tokens per (query, passage) pair")
+    g.add_argument("--quantize", choices=["int8"], default=None, help="int8 dynamic quantization (CPU)")
+    g.add_argument("--first-stage-weight", type=float, default=None,
+                   help="interpolate reranker and first-stage scores (default: the checkpoint's recommendation)")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m eval.beir", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -196,11 +208,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reranker", default=None, choices=[None, "cross-encoder", "prp"],
                    help="rerank the top-k: 'cross-encoder' (default model: the shipped ragprune reranker) or "
                         "'prp' (pairwise LLM prompting, see --llm)")
-    p.add_argument("--reranker-model", default="ragprune-reranker", help="cross-encoder checkpoint folder")
-    p.add_argument("--rerank-max-length", type=int, default=256, help="tokens per (query, passage) pair")
-    p.add_argument("--quantize", choices=["int8"], default=None, help="int8 dynamic quantization (CPU)")
-    p.add_argument("--first-stage-weight", type=float, default=None,
-                   help="interpolate reranker and first-stage scores (default: the checkpoint's recommendation)")
+    add_cross_encoder_args(p)
     p.add_argument("--fusion-weights", type=float, nargs="*", default=[],
                    help="also report these interpolation weights (the pure reranker, 0, is always reported)")
     g = p.add_argument_group("prp (pairwise LLM reranking)")
@@ -221,13 +229,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="append per-query results here and skip queries already in it (resume long runs)")
     p.add_argument("--top-k", type=int, default=100, help="candidates retrieved per query (default 100)")
     p.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
-    p.add_argument("--model", default="minilm", help="dense model: local folder or 'minilm'/'mpnet'")
-    p.add_argument("--fusion", choices=("rrf", "convex"), default="rrf", help="hybrid fusion (default rrf)")
-    p.add_argument("--dense-weight", type=float, default=0.5, help="hybrid weight of the dense list")
-    p.add_argument("--bm25-method", default="lucene")
-    p.add_argument("--k1", type=float, default=0.9)
-    p.add_argument("--b", type=float, default=0.4)
-    p.add_argument("--cache-dir", type=Path, default=Path(".cache/eval"), help="dense index cache ('' to disable)")
+    add_retriever_args(p)
     p.add_argument("--keep-identical-ids", action="store_true", help="do not drop hits whose id equals the query id")
     p.add_argument("--json", type=Path, default=None, help="write the result JSON here")
     args = p.parse_args(argv)
@@ -259,7 +261,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t_rerank = 0.0
     extra: dict[str, Any] = {}
     if args.reranker:
-        extra["first_stage_metrics"] = _rounded(evaluate_run(qrels, run_from_hits(qids, hits, ignore_identical_ids=ignore)))
+        extra["first_stage_metrics"] = rounded(evaluate_run(qrels, run_from_hits(qids, hits, ignore_identical_ids=ignore)))
         stage = _cross_encoder_stage if args.reranker == "cross-encoder" else _prp_stage
         t2 = time.perf_counter()
         hits, name, more = stage(args, qids, texts, hits, qrels)
@@ -273,7 +275,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "pipeline": pipeline,
         "num_queries": len(qids),
         "top_k": args.top_k,
-        "metrics": _rounded(metrics),
+        "metrics": rounded(metrics),
         "seconds": round(time.perf_counter() - t0, 2),
         "seconds_index": round(t_index, 2),
         "seconds_search": round(t_search, 3),

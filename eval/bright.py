@@ -55,8 +55,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from eval.beir import add_cross_encoder_args, add_retriever_args
 from ragprune.eval.metrics import evaluate_run, run_from_hits
-from ragprune.eval.report import run_cli
+from ragprune.eval.report import load_cli_llm, rounded, run_cli
 from ragprune.retrieve.base import Retriever
 from ragprune.types import Document, ScoredDocument
 
@@ -342,12 +343,7 @@ def build_llm(args: argparse.Namespace) -> Any:
     """The LLM of ``--expand-query-with-llm`` (None when not asked for)."""
     if not args.expand_query_with_llm:
         return None
-    from ragprune.rerank.llm import load_llm
-
-    kwargs: dict[str, Any] = {}
-    if args.expand_query_with_llm.startswith(("http://", "https://")) or args.llm_backend == "openai":
-        kwargs["model"] = args.llm_model
-    return load_llm(args.expand_query_with_llm, backend=args.llm_backend, **kwargs)
+    return load_cli_llm(args.expand_query_with_llm, args.llm_backend, args.llm_model)
 
 
 # ------------------------------------------------------------------------------------------
@@ -418,10 +414,6 @@ def rerank(stage: tuple[Any, float, str], queries: Sequence[str], hits: list[lis
     raw = [reranker.rerank(q, h) for q, h in zip(tqdm(queries, desc=f"{domain}: rerank", unit="query",
                                                       leave=False), hits)]
     return _fuse(hits, raw, weight)
-
-
-def _rounded(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: round(v, 4) for k, v in metrics.items()}
 
 
 def score(queries: Sequence[BrightQuery], hits: Sequence[Sequence[ScoredDocument]]) -> dict[str, float]:
@@ -503,9 +495,9 @@ def run_domain(args: argparse.Namespace, domain: str, expander: QueryExpander | 
                               "num_without_gold": len(examples) - sum(1 for q in examples if q.gold),
                               "num_documents": len(docs)}
     if stage is not None:
-        result["first_stage_metrics"] = _rounded(score(queries, hits))
+        result["first_stage_metrics"] = rounded(score(queries, hits))
         hits = rerank(stage, [q.query for q in queries], hits, domain)
-    result["metrics"] = _rounded(score(queries, hits))
+    result["metrics"] = rounded(score(queries, hits))
     result["paper_bm25_ndcg@10"] = round(PAPER_BM25_NDCG10[domain] / 100, 4)
     result["seconds"] = round(time.perf_counter() - t0, 2)
     return result, name, ""
@@ -624,21 +616,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--expansion-cache", type=Path, default=None,
                    help="JSON-lines cache of LLM reasoning: reused and appended to (resume long runs)")
     g = p.add_argument_group("retrievers (as in eval.beir)")
-    g.add_argument("--model", default="minilm", help="dense model: local folder or 'minilm'/'mpnet'")
-    g.add_argument("--fusion", choices=("rrf", "convex"), default="rrf", help="hybrid fusion (default rrf)")
-    g.add_argument("--dense-weight", type=float, default=0.5, help="hybrid weight of the dense list")
-    g.add_argument("--bm25-method", default="lucene")
-    g.add_argument("--k1", type=float, default=0.9)
-    g.add_argument("--b", type=float, default=0.4)
-    g.add_argument("--cache-dir", type=Path, default=Path(".cache/eval"), help="dense index cache ('' to disable)")
+    add_retriever_args(g)
     g = p.add_argument_group("reranking")
     g.add_argument("--reranker", default=None, choices=[None, "cross-encoder"],
                    help="rerank the top-k with a cross-encoder (it sees the original query)")
-    g.add_argument("--reranker-model", default="ragprune-reranker", help="cross-encoder checkpoint folder")
-    g.add_argument("--rerank-max-length", type=int, default=256, help="tokens per (query, passage) pair")
-    g.add_argument("--quantize", choices=["int8"], default=None, help="int8 dynamic quantization (CPU)")
-    g.add_argument("--first-stage-weight", type=float, default=None,
-                   help="interpolate reranker and first-stage scores (default: the checkpoint's recommendation)")
+    add_cross_encoder_args(g)
     p.add_argument("--json", type=Path, default=None, help="write the result JSON here")
     args = p.parse_args(argv)
     if args.top_k < 1:

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from ragprune.eval.beir import load_beir
 from ragprune.eval.metrics import evaluate_run, run_from_hits
-from ragprune.eval.report import run_cli
+from ragprune.eval.report import rounded, run_cli
 
 _SPACE = re.compile(r"\s+")
 
@@ -218,15 +218,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "pipeline": repr(pipe),
         "budgets": args.budget, "candidates": args.candidates, "top_k": args.top_k, "threshold": args.threshold,
         "quantize": args.quantize,
-        "ranking": {"bm25": _round(evaluate_run(qrels, run_from_hits(qids, first))),
-                    "reranked": _round(evaluate_run(qrels, run_from_hits(qids, reranked)))},
+        "ranking": {"bm25": rounded(evaluate_run(qrels, run_from_hits(qids, first))),
+                    "reranked": rounded(evaluate_run(qrels, run_from_hits(qids, reranked)))},
         "contexts": sorted(rows, key=lambda r: -r["budget"]),
         "seconds_per_query": round(seconds / max(1, len(qids)), 3),
     }
-
-
-def _round(m: dict[str, float]) -> dict[str, float]:
-    return {k: round(v, 4) for k, v in m.items()}
 
 
 def _fmt(v: Any) -> str:

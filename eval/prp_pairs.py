@@ -27,7 +27,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ragprune.eval.beir import load_beir
-from ragprune.eval.report import run_cli
+from ragprune.eval.report import load_cli_llm, run_cli
 
 
 def sample_pairs(ds: Any, hits: dict[str, list[str]], n: int, seed: int) -> list[tuple[str, str, str]]:
@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from ragprune.rerank.llm import load_llm, pick_label
+    from ragprune.rerank.llm import pick_label
     from ragprune.rerank.pairwise import LABELS, PRP_PROMPT
     from ragprune.retrieve.bm25 import BM25Retriever
 
@@ -91,8 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not pairs:
         raise ValueError("eval.prp_pairs: no (relevant, non-relevant) pair in the top-k of any judged query.")
     docs = {d.id: d for d in ds.corpus}
-    kwargs = {"model": args.llm_model} if args.llm.startswith(("http://", "https://")) else {}
-    llm = load_llm(args.llm, backend=args.llm_backend, threads=args.llm_threads, **kwargs)
+    llm = load_cli_llm(args.llm, args.llm_backend, args.llm_model, args.llm_threads)
 
     def cut(doc_id: str) -> str:
         return " ".join(docs[doc_id].full_text.split()[: args.max_passage_words])

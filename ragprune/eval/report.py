@@ -10,6 +10,25 @@ from pathlib import Path
 from typing import Any
 
 
+def rounded(metrics: dict[str, float], digits: int = 4) -> dict[str, float]:
+    """Metric values rounded for tables and JSON."""
+    return {k: round(v, digits) for k, v in metrics.items()}
+
+
+def load_cli_llm(spec: str, backend: str = "auto", server_model: str | None = None,
+                 threads: int | None = None) -> Any:
+    """:func:`ragprune.rerank.llm.load_llm` for the eval scripts' ``--llm``/``--llm-model``/
+    ``--llm-backend``/``--llm-threads`` options: the model name goes only to a server."""
+    from ragprune.rerank import llm
+
+    kwargs: dict[str, Any] = {}
+    if backend == "openai" or spec.startswith(("http://", "https://")):
+        kwargs["model"] = server_model
+    if threads is not None:
+        kwargs["threads"] = threads
+    return llm.load_llm(spec, backend=backend, **kwargs)
+
+
 def save_json(path: Path | None, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` (parents created) and say so; no-op for None."""
     if path is None:
