@@ -140,12 +140,13 @@ def _cross_encoder_stage(args: argparse.Namespace, qids: list[str], texts: list[
 def _prp_stage(args: argparse.Namespace, qids: list[str], texts: list[str], hits: list[list[Any]],
                qrels: dict[str, dict[str, int]]) -> tuple[list[list[Any]], str, dict[str, Any]]:
     """Pairwise LLM reranking, one query at a time, resumable through ``--prp-cache``."""
-    from ragprune.rerank.pairwise import PairwiseReranker
+    from ragprune.rerank.pairwise import PROMPTS, PairwiseReranker
     from ragprune.types import ScoredDocument
 
     llm = load_cli_llm(args.llm, args.llm_backend, args.llm_model, args.llm_threads)
     reranker = PairwiseReranker(llm, method=args.method, k=args.prp_k, both_orders=not args.one_order,
-                                decision=args.decision, max_passage_words=args.max_passage_words)
+                                decision=args.decision, max_passage_words=args.max_passage_words,
+                                prompt=PROMPTS[args.prompt])
     done: dict[str, dict[str, Any]] = {}
     if args.prp_cache and args.prp_cache.exists():
         for line in args.prp_cache.read_text(encoding="utf-8").splitlines():
@@ -218,6 +219,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--llm-model", default=None, help="model name to send to an OpenAI-compatible server")
     g.add_argument("--llm-backend", default="auto", choices=("auto", "llamacpp", "transformers", "openai"))
     g.add_argument("--method", default="sliding", choices=("sliding", "heapsort", "allpair"))
+    g.add_argument("--prompt", default="paper", choices=("paper", "query-last", "instruct"),
+                   help="PRP prompt variant (ragprune.rerank.pairwise.PROMPTS)")
     g.add_argument("--prp-k", type=int, default=10, help="top positions sorted by sliding/heapsort")
     g.add_argument("--one-order", action="store_true", help="ask each comparison in one order only")
     g.add_argument("--decision", default="labels", choices=("labels", "margin"),

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ragprune.eval.beir import load_beir
 from ragprune.eval.report import load_cli_llm, run_cli
+from ragprune.rerank.pairwise import PROMPTS
 
 
 def sample_pairs(ds: Any, hits: dict[str, list[str]], n: int, seed: int) -> list[tuple[str, str, str]]:
@@ -63,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--llm-backend", default="auto", choices=("auto", "llamacpp", "transformers", "openai"))
     p.add_argument("--llm-threads", type=int, default=None)
     p.add_argument("--max-passage-words", type=int, default=128)
+    p.add_argument("--prompt", default="paper", choices=sorted(PROMPTS),
+                   help="prompt variant (ragprune.rerank.pairwise.PROMPTS); 'paper' is Qin et al.'s")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
@@ -74,7 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from ragprune.rerank.llm import pick_label
-    from ragprune.rerank.pairwise import LABELS, PRP_PROMPT
+    from ragprune.rerank.pairwise import LABELS
     from ragprune.retrieve.bm25 import BM25Retriever
 
     ds = load_beir(args.data, args.split)
@@ -96,11 +99,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def cut(doc_id: str) -> str:
         return " ".join(docs[doc_id].full_text.split()[: args.max_passage_words])
 
+    prompt = PROMPTS[args.prompt]
     right = ties = same_position = margin_right = margins = 0
     for qid, rel, non in tqdm(pairs, desc="pairs", unit="pair"):
         q = ds.queries[qid]
-        first = llm.choose(PRP_PROMPT.format(query=q, a=cut(rel), b=cut(non)), LABELS, answer_prefix="Passage ")
-        second = llm.choose(PRP_PROMPT.format(query=q, a=cut(non), b=cut(rel)), LABELS, answer_prefix="Passage ")
+        first = llm.choose(prompt.format(query=q, a=cut(rel), b=cut(non)), LABELS, answer_prefix="Passage ")
+        second = llm.choose(prompt.format(query=q, a=cut(non), b=cut(rel)), LABELS, answer_prefix="Passage ")
         a, b = pick_label(first, LABELS), pick_label(second, LABELS)
         right += a == "A" and b == "B"
         ties += not ((a == "A" and b == "B") or (a == "B" and b == "A"))
@@ -110,7 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             margins += 1
             margin_right += (lp1["A"] - lp1["B"]) - (lp2["A"] - lp2["B"]) > 0
     n = len(pairs)
-    return {"dataset": args.data.name, "llm": getattr(llm, "name", args.llm), "pairs": n, "top_k": args.top_k,
+    return {"dataset": args.data.name, "llm": getattr(llm, "name", args.llm), "prompt": args.prompt, "pairs": n, "top_k": args.top_k,
             "label_accuracy": round(right / n, 4), "label_ties": round(ties / n, 4),
             "label_score": round((right + 0.5 * ties) / n, 4), "position_bias": round(same_position / n, 4),
             "margin_accuracy": round(margin_right / margins, 4) if margins else None, "pairs_with_logprobs": margins}

@@ -146,11 +146,12 @@ def test_eval_beir_prp_on_real_server_and_resume(llama_server, tmp_path):
     out, cache = tmp_path / "r.json", tmp_path / "prp.jsonl"
     argv = ["--data", str(tmp_path / "b"), "--retriever", "bm25", "--top-k", "3", "--reranker", "prp",
             "--llm", base, "--llm-model", "smollm2", "--method", "sliding", "--prp-k", "1",
-            "--prp-cache", str(cache), "--json", str(out)]
+            "--prompt", "instruct", "--prp-cache", str(cache), "--json", str(out)]
     assert main(argv) == 0
     res = json.loads(out.read_text())
     assert res["prp"]["llm_calls_per_query"] == 4  # one pass over 3 candidates, both orders
     assert "first_stage_metrics" in res and "PairwiseReranker" in res["pipeline"]
+    assert "prompt='instruct'" in res["pipeline"]  # the variant is recorded and keys the cache
     lines = cache.read_text().splitlines()
     assert len(lines) == 1
     assert main(argv) == 0  # resumed from the cache: no new lines, same metrics

@@ -7,7 +7,13 @@ import re
 import pytest
 
 from ragprune.rerank.llm import CallableLLM, LLMBackend, LLMReply, LLMResponseError
-from ragprune.rerank.pairwise import PairwiseReranker, PairwiseResult, prp_counts
+from ragprune.rerank.pairwise import (
+    PROMPTS,
+    PRP_PROMPT,
+    PairwiseReranker,
+    PairwiseResult,
+    prp_counts,
+)
 from ragprune.types import Document
 
 
@@ -170,6 +176,21 @@ def test_prompt_contains_query_and_cut_passages() -> None:
     assert 'Given a query "what is {this}?"' in llm.prompts[0]
     assert len(llm.prompts[0].split()) < 80
     assert llm.prompts[0].rstrip().endswith("Output Passage A or Passage B:")
+
+
+@pytest.mark.parametrize("name", sorted(PROMPTS))
+def test_every_named_prompt_ranks_and_is_named_in_repr(name: str) -> None:
+    llm = OracleLLM()
+    r = PairwiseReranker(llm, method="sliding", k=3, prompt=PROMPTS[name])
+    assert relevance(r.rerank("rank these", docs([4, 9, 1, 7])))[:3] == [9, 7, 4]
+    assert all("rank these" in p and "Passage A" in p and "Passage B" in p for p in llm.prompts)
+    assert (f"prompt={name!r}" in repr(r)) == (PROMPTS[name] != PRP_PROMPT)
+
+
+def test_custom_prompt_is_told_apart_in_repr() -> None:
+    custom = "Q: {query}\nPassage A: {a}\nPassage B: {b}\nWhich one?"
+    r1, r2 = (PairwiseReranker(OracleLLM(), prompt=p) for p in (custom, custom + " "))
+    assert "prompt='sha256:" in repr(r1) and repr(r1) != repr(r2)
 
 
 def test_bad_arguments() -> None:

@@ -17,6 +17,7 @@ stops the ranking; an unreachable server raises (see :mod:`ragprune.rerank.llm`)
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -29,7 +30,7 @@ from ..types import Document, DocumentLike, ScoredDocument
 from .base import Reranker, as_candidates
 from .llm import LLMBackend, LLMResponseError, pick_label
 
-__all__ = ["PairwiseReranker", "PairwiseStats", "PairwiseResult", "PRP_PROMPT", "prp_counts"]
+__all__ = ["PairwiseReranker", "PairwiseStats", "PairwiseResult", "PRP_PROMPT", "PROMPTS", "prp_counts"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,22 @@ PRP_PROMPT = (
     'Given a query "{query}", which of the following two passages is more relevant to the query?\n\n'
     'Passage A: "{a}"\n\nPassage B: "{b}"\n\nOutput Passage A or Passage B:'
 )
+#: Prompt variants measured by ``eval/prp_pairs.py`` (``PairwiseReranker(prompt=PROMPTS[name])``).
+#: ``query-last`` repeats the query after the passages, next to the question the model answers;
+#: ``instruct`` states the task first and asks for exactly one of the two labels.
+PROMPTS = {
+    "paper": PRP_PROMPT,
+    "query-last": (
+        'Query: "{query}"\n\nPassage A: "{a}"\n\nPassage B: "{b}"\n\n'
+        'Which passage is more relevant to the query "{query}"? Output Passage A or Passage B:'
+    ),
+    "instruct": (
+        "You judge search results. Read the query and the two passages, then decide which passage "
+        "better answers or supports the query. Judge only the content, not the order.\n\n"
+        "Query: {query}\n\nPassage A: {a}\n\nPassage B: {b}\n\n"
+        'Reply with exactly "Passage A" or "Passage B".'
+    ),
+}
 LABELS = ("A", "B")
 METHODS = ("sliding", "heapsort", "allpair")
 
@@ -212,7 +229,17 @@ class PairwiseReranker(Reranker):
 
     def __repr__(self) -> str:
         return (f"PairwiseReranker({self.llm!r}, method={self.method!r}, k={self.k}, "
-                f"both_orders={self.both_orders}, decision={self.decision!r})")
+                f"both_orders={self.both_orders}, decision={self.decision!r}{self._prompt_repr()})")
+
+    def _prompt_repr(self) -> str:
+        """``, prompt=<name>`` for a non-default prompt (a named variant or its hash), so
+        results and caches made with different prompts are told apart."""
+        if self.prompt == PRP_PROMPT:
+            return ""
+        name = next((k for k, v in PROMPTS.items() if v == self.prompt), None)
+        if name is None:
+            name = "sha256:" + hashlib.sha256(self.prompt.encode("utf-8")).hexdigest()[:12]
+        return f", prompt={name!r}"
 
     def _passage(self, doc: Document) -> str:
         return " ".join(doc.full_text.split()[: self.max_passage_words])
