@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from ragprune.eval.beir import BeirDataset, load_beir
 from ragprune.eval.metrics import evaluate_run, run_from_hits
 from ragprune.eval.report import load_cli_llm, rounded, run_cli
+from ragprune.rerank.pairwise import PROMPTS
 from ragprune.retrieve.base import Retriever
 
 log = logging.getLogger("eval.beir")
@@ -140,7 +141,7 @@ def _cross_encoder_stage(args: argparse.Namespace, qids: list[str], texts: list[
 def _prp_stage(args: argparse.Namespace, qids: list[str], texts: list[str], hits: list[list[Any]],
                qrels: dict[str, dict[str, int]]) -> tuple[list[list[Any]], str, dict[str, Any]]:
     """Pairwise LLM reranking, one query at a time, resumable through ``--prp-cache``."""
-    from ragprune.rerank.pairwise import PROMPTS, PairwiseReranker
+    from ragprune.rerank.pairwise import PairwiseReranker
     from ragprune.types import ScoredDocument
 
     llm = load_cli_llm(args.llm, args.llm_backend, args.llm_model, args.llm_threads)
@@ -219,7 +220,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--llm-model", default=None, help="model name to send to an OpenAI-compatible server")
     g.add_argument("--llm-backend", default="auto", choices=("auto", "llamacpp", "transformers", "openai"))
     g.add_argument("--method", default="sliding", choices=("sliding", "heapsort", "allpair"))
-    g.add_argument("--prompt", default="paper", choices=("paper", "query-last", "instruct"),
+    g.add_argument("--prompt", default="paper", choices=sorted(PROMPTS),
                    help="PRP prompt variant (ragprune.rerank.pairwise.PROMPTS)")
     g.add_argument("--prp-k", type=int, default=10, help="top positions sorted by sliding/heapsort")
     g.add_argument("--one-order", action="store_true", help="ask each comparison in one order only")
