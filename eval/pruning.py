@@ -11,7 +11,10 @@ sentences.
 
 Methods: keep-all, random, lead-k, BM25 sentence scores, MiniLM cosine, the Provence pruner
 (``--provence``, default the shipped model; skipped if absent) and the oracle (gold labels).
-Each method's sentence scores are swept over thresholds; every point reports micro-averaged
+Provence is reported twice from one model pass: ``provence`` (the default passage weighting,
+``--passage-weighting``) and ``provence-tokens-only`` (the token head alone, the ablation).
+Each method's sentence scores are swept over thresholds (quantiles of its scores; Provence
+also its fixed thresholds 0.005-0.9); every point reports micro-averaged
 evidence recall and precision, F2, token compression over all passages, and (SQuAD, HotpotQA)
 answer containment: the share of questions whose gold answer string is still in the kept text.
 The summary compares methods at the Provence operating point (threshold 0.1) by interpolating
@@ -31,6 +34,7 @@ import numpy as np
 
 from ragprune.eval.pruning_data import DATASETS, PruningQuestion, load_pruning_set
 from ragprune.eval.report import save_json
+from ragprune.prune.provence import PASSAGE_WEIGHTINGS
 from ragprune.text import count_tokens
 
 PROVENCE_THRESHOLDS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
@@ -40,14 +44,21 @@ Scores = list[list[np.ndarray]]  # per question, per passage, per sentence
 
 
 def score_with(method: Any, questions: list[PruningQuestion]) -> Scores:
-    out = []
-    for q in questions:
-        docs = [p.document for p in q.passages]
-        spans = [list(p.spans) for p in q.passages]
-        if hasattr(method, "infer"):  # Provence: one batched model pass per question
-            out.append([s for _, s in method.infer([q.query] * len(docs), docs, spans)])
-        else:
-            out.append(method.score_sentences(q.query, docs, spans))
+    """Every method's ``score_sentences`` over each question's passages (Provence: one batched pass)."""
+    return [method.score_sentences(q.query, [p.document for p in q.passages], [list(p.spans) for p in q.passages])
+            for q in questions]
+
+
+def provence_variants(pruner: Any, questions: list[PruningQuestion]) -> dict[str, Scores]:
+    """One model pass, two readings: the default passage weighting and the token head alone."""
+    from ragprune.prune.provence import passage_weights
+
+    raw = [pruner.infer([q.query] * len(q.passages), [p.document for p in q.passages],
+                        [list(p.spans) for p in q.passages]) for q in questions]
+    out: dict[str, Scores] = {"provence": [pruner.weighted(r) for r in raw]}
+    if pruner.passage_weighting != "none":
+        out["provence-tokens-only"] = [[s * w for (_, s), w in zip(r, passage_weights([x for x, _ in r], "none"))]
+                                       for r in raw]
     return out
 
 
@@ -115,7 +126,8 @@ def build_methods(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
         def provence():
             from ragprune.prune.provence import ProvencePruner
 
-            return ProvencePruner(args.provence, max_length=512, quantize=getattr(args, "quantize", None))
+            return ProvencePruner(args.provence, max_length=512, quantize=getattr(args, "quantize", None),
+                                  passage_weighting=getattr(args, "passage_weighting", "max"))
 
         methods["provence"] = provence
     return methods
@@ -140,10 +152,14 @@ def evaluate_dataset(name: str, args: argparse.Namespace, methods: dict[str, Cal
             print(f"eval.pruning: skipping {m}: {e}", file=sys.stderr)
             continue
         t = time.perf_counter()
-        scores = score_with(inst, questions)
+        variants = provence_variants(inst, questions) if m == "provence" else {m: score_with(inst, questions)}
         seconds[m] = (time.perf_counter() - t) / max(1, len(questions))
-        thresholds = list(PROVENCE_THRESHOLDS) if m == "provence" else quantile_thresholds(scores)
-        curves[m] = curve(questions, scores, thresholds, sent_tokens)
+        for name, scores in variants.items():
+            # Provence: its fixed thresholds (0.1 = the reference) plus the same quantile grid as the baselines
+            thresholds = quantile_thresholds(scores)
+            if m == "provence":
+                thresholds = sorted(set(thresholds) | set(PROVENCE_THRESHOLDS))
+            curves[name] = curve(questions, scores, thresholds, sent_tokens)
     summary: dict[str, Any] = {}
     ref = next((p for p in curves.get("provence", []) if p["threshold"] == 0.1), None)
     at = ref["compression"] if ref else 0.5
@@ -179,7 +195,7 @@ def print_tables(results: list[dict[str, Any]]) -> None:
             r50 = row.get("recall@50%")
             print(f"| {m} | {row['recall@ref']:.3f} | {row['f2@ref']:.3f} | {'' if c is None else f'{c:.3f}'} | "
                   f"{'' if r50 is None else f'{r50:.3f}'} | {row['compression@recall0.95']:.3f} |")
-        prov = r["curves"].get("provence")
+        prov = [p for p in r["curves"].get("provence", []) if p["threshold"] in PROVENCE_THRESHOLDS]
         if prov:
             print("\nprovence threshold sweep:")
             print("| threshold | recall | precision | F2 | compression | containment |")
@@ -222,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=300, help="SQuAD questions sampled (seeded)")
     p.add_argument("--provence", default="ragprune-provence", help="Provence checkpoint, or 'none'")
     p.add_argument("--quantize", choices=["int8"], default=None, help="int8 dynamic quantization of Provence")
+    p.add_argument("--passage-weighting", choices=PASSAGE_WEIGHTINGS, default="max",
+                   help="ProvencePruner passage_weighting (the token-head-only reading is always reported too)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--plot", type=Path, default=None)

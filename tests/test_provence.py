@@ -174,3 +174,43 @@ def test_smoke_training_learns_and_loads(tmp_path):
     p = ProvencePruner(final, threshold=0.5)
     _, scores, _ = p.sentence_scores("what causes scurvy", Document(id="x", text=TEXT, title="Health"))
     assert scores[0] > scores[2]  # learned: the scurvy sentence beats the cats sentence
+
+
+def test_passage_weights_rule():
+    from ragprune.prune.provence import PASSAGE_WEIGHTINGS, passage_weights
+
+    assert passage_weights([0.3]).tolist() == [1.0]  # a single passage is never down-weighted
+    assert passage_weights([0.3], "relative").tolist() == [1.0]
+    r = [2.0, 0.0, -3.0]
+    rel, ab, mx = (passage_weights(r, m) for m in ("relative", "absolute", "max"))
+    assert rel == pytest.approx(np.exp([0.0, -2.0, -5.0]))
+    assert ab == pytest.approx(1 / (1 + np.exp(-(np.array(r) - 1.0))))
+    assert mx == pytest.approx(np.maximum(rel, ab)) and mx[0] == 1.0
+    assert np.all(np.diff(mx) < 0)  # a lower-ranked passage never weighs more
+    assert passage_weights(r, "none").tolist() == [1.0, 1.0, 1.0]
+    assert passage_weights([], "max").size == 0
+    assert set(PASSAGE_WEIGHTINGS) == {"max", "relative", "absolute", "none"}
+    with pytest.raises(ValueError, match="unknown mode"):
+        passage_weights(r, "softmax")
+
+
+def test_passage_weighting_scales_sentence_scores(tiny_provence):
+    from ragprune.prune.provence import passage_weights
+
+    docs = [Document(id="a", text=TEXT, title="Health"), Document(id="b", text="Unrelated words here. And more.")]
+    plain = ProvencePruner(tiny_provence, threshold=0.0, passage_weighting="none").prune("scurvy", docs)
+    weighted = ProvencePruner(tiny_provence, threshold=0.0).prune("scurvy", docs)
+    w = passage_weights([p.score for p in plain], "max")
+    for p, q, wi in zip(plain, weighted, w):
+        assert q.score == pytest.approx(p.score)  # the ranking score itself is not changed
+        assert np.asarray(q.sentence_scores) == pytest.approx(np.asarray(p.sentence_scores) * wi, abs=1e-6)
+    assert max(w) == 1.0 and min(w) < 1.0
+    # score_sentences is what prune thresholds, also for the eval scripts
+    pr = ProvencePruner(tiny_provence, threshold=0.0)
+    spans = [list(sentence_spans(d.text)) for d in docs]
+    for got, q in zip(pr.score_sentences("scurvy", docs, spans), weighted):
+        assert got == pytest.approx(np.asarray(q.sentence_scores), abs=1e-6)
+    assert pr.score_sentences("scurvy", [], []) == []
+    with pytest.raises(ValueError, match="passage_weighting"):
+        ProvencePruner(tiny_provence, passage_weighting="softmax")
+    assert "passage_weighting='none'" in repr(ProvencePruner(tiny_provence, passage_weighting="none"))

@@ -7,6 +7,16 @@ its tokens reaches ``threshold`` (0.1 in the paper). Contexts longer than the mo
 are cut into overlapping windows; every token is scored in every window it appears in and
 the probabilities are averaged, so nothing is silently dropped.
 
+Passage weighting (``passage_weighting``, default ``"max"``): the documents pruned together
+for one query are compared through the ranking head, and each sentence's keep-probability is
+multiplied by its passage's weight ``max(exp(r - r_best), sigmoid(r - 1))``, where ``r`` is the
+passage's ranking logit and ``r_best`` the best one in the set. Sentences of the best passage
+keep their probability; sentences of passages that rank far below it fade, unless their passage
+is relevant on its own (a multi-hop question needs two passages). This is how one pass both
+reranks and prunes: the token head alone seldom drops a whole off-topic passage. A single
+passage is never down-weighted relative to itself. The rule and its two constants were chosen on
+the SciFact dev split (``eval/pruning.py``; the README has the held-out numbers).
+
 Checkpoint layout (what :func:`save_provence` writes and :class:`ProvencePruner` loads)::
 
     config.json, model.safetensors, tokenizer files   the encoder (a Hugging Face AutoModel)
@@ -33,11 +43,37 @@ from ..text import SentenceSplitter, TokenCounter, count_tokens, sentence_spans,
 from ..types import Document, PrunedDocument
 from .base import Pruner, build_pruned
 
-__all__ = ["ProvencePruner", "ProvenceModel", "load_provence", "save_provence"]
+__all__ = ["ProvencePruner", "ProvenceModel", "load_provence", "save_provence", "passage_weights",
+           "PASSAGE_WEIGHTINGS"]
 
 DEFAULT_MODEL = "ragprune-provence"
 FORMAT = "ragprune-provence"
 VERSION = 1
+PASSAGE_WEIGHTINGS = ("max", "relative", "absolute", "none")
+_TEMPERATURE = 1.0  # relative weight exp((r - r_best) / T)
+_ABS_BIAS = -1.0  # absolute weight sigmoid(r + bias)
+
+
+def passage_weights(ranks: Sequence[float], mode: str = "max") -> np.ndarray:
+    """Per-passage multipliers of the sentence keep-probabilities (module docstring).
+
+    Args:
+        ranks: Ranking-head logits of the passages pruned together for one query.
+        mode: ``"relative"`` ``exp(r - r_best)``; ``"absolute"`` ``sigmoid(r - 1)``; ``"max"``
+            the larger of the two (default); ``"none"`` all ones.
+    """
+    r = np.asarray(ranks, dtype=float)
+    if mode == "none" or not r.size:
+        return np.ones_like(r)
+    rel = np.exp(np.minimum(0.0, r - r.max()) / _TEMPERATURE)
+    absolute = 1.0 / (1.0 + np.exp(-(r + _ABS_BIAS)))
+    if mode == "relative":
+        return rel
+    if mode == "absolute":
+        return absolute
+    if mode == "max":
+        return np.maximum(rel, absolute)
+    raise ValueError(f"passage_weights: unknown mode {mode!r}; expected one of {PASSAGE_WEIGHTINGS}.")
 
 
 def _torch() -> Any:
@@ -187,6 +223,11 @@ class ProvencePruner(Pruner, Reranker):
         device: torch device.
         quantize: ``"int8"``: dynamic int8 quantization of the Linear layers (CPU; faster,
             slightly different probabilities; ``eval/speed.py prune`` measures both).
+        passage_weighting: How the ranking score of each passage scales its sentences'
+            keep-probabilities among the documents pruned together: ``"max"`` (default),
+            ``"relative"``, ``"absolute"`` or ``"none"`` (the token head alone);
+            see :func:`passage_weights`. ``PrunedDocument.sentence_scores`` hold the weighted
+            scores the threshold was applied to.
 
     Example:
         >>> pruner = ProvencePruner()                                          # doctest: +SKIP
@@ -210,8 +251,13 @@ class ProvencePruner(Pruner, Reranker):
         token_counter: TokenCounter = count_tokens,
         device: str = "cpu",
         quantize: str | None = None,
+        passage_weighting: str = "max",
     ) -> None:
         owner = "ProvencePruner"
+        if passage_weighting not in PASSAGE_WEIGHTINGS:
+            raise ValueError(f"{owner}: unknown passage_weighting {passage_weighting!r}; expected one of "
+                             f"{PASSAGE_WEIGHTINGS}.")
+        self.passage_weighting = passage_weighting
         self.quantize = check_quantize(quantize, device, owner)
         self.threshold = check_number(threshold, "threshold", owner, low=0.0, high=1.0)
         self.always_select_title = bool(always_select_title)
@@ -314,6 +360,16 @@ class ProvencePruner(Pruner, Reranker):
         rank, scores = self.infer([query], [doc], [spans])[0]
         return spans, scores, rank
 
+    def weighted(self, raw: Sequence[tuple[float, np.ndarray]]) -> list[np.ndarray]:
+        """Sentence scores of one query's passages after :func:`passage_weights` (``infer`` output in)."""
+        w = passage_weights([r for r, _ in raw], self.passage_weighting)
+        return [s * wi for (_, s), wi in zip(raw, w)]
+
+    def score_sentences(self, query: str, docs: Sequence[Document],
+                        spans: Sequence[Sequence[tuple[int, int]]]) -> list[np.ndarray]:
+        """The scores the threshold is applied to, for ``docs`` pruned together (baselines' interface)."""
+        return self.weighted(self.infer([query] * len(docs), docs, spans)) if docs else []
+
     def _prune_many(self, queries: list[str], docs: list[list[Document]]) -> list[list[PrunedDocument]]:
         flat_q = [q for q, ds in zip(queries, docs) for _ in ds]
         flat_d = [d for ds in docs for d in ds]
@@ -322,8 +378,8 @@ class ProvencePruner(Pruner, Reranker):
         out, pos = [], 0
         for ds in docs:
             pruned = []
-            for d in ds:
-                rank, scores = raw[pos]
+            group = raw[pos : pos + len(ds)]
+            for d, (rank, _), scores in zip(ds, group, self.weighted(group)):
                 keep = [j for j, s in enumerate(scores) if s >= self.threshold]
                 pruned.append(self._build(d, flat_s[pos], keep, scores, rank))
                 pos += 1
@@ -349,4 +405,5 @@ class ProvencePruner(Pruner, Reranker):
         return p
 
     def __repr__(self) -> str:
-        return f"ProvencePruner({self.path.name!r}, threshold={self.threshold})"
+        extra = "" if self.passage_weighting == "max" else f", passage_weighting={self.passage_weighting!r}"
+        return f"ProvencePruner({self.path.name!r}, threshold={self.threshold}{extra})"
