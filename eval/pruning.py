@@ -154,12 +154,12 @@ def evaluate_dataset(name: str, args: argparse.Namespace, methods: dict[str, Cal
         t = time.perf_counter()
         variants = provence_variants(inst, questions) if m == "provence" else {m: score_with(inst, questions)}
         seconds[m] = (time.perf_counter() - t) / max(1, len(questions))
-        for name, scores in variants.items():
+        for variant, scores in variants.items():
             # Provence: its fixed thresholds (0.1 = the reference) plus the same quantile grid as the baselines
             thresholds = quantile_thresholds(scores)
             if m == "provence":
                 thresholds = sorted(set(thresholds) | set(PROVENCE_THRESHOLDS))
-            curves[name] = curve(questions, scores, thresholds, sent_tokens)
+            curves[variant] = curve(questions, scores, thresholds, sent_tokens)
     summary: dict[str, Any] = {}
     ref = next((p for p in curves.get("provence", []) if p["threshold"] == 0.1), None)
     at = ref["compression"] if ref else 0.5
