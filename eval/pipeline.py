@@ -162,6 +162,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top-k", type=int, default=10, help="documents handed to the pruner")
     p.add_argument("--threshold", type=float, default=0.1, help="Provence keep threshold")
     p.add_argument("--quantize", choices=["int8"], default=None, help="int8 reranker and pruner")
+    p.add_argument("--passage-weighting", choices=["max", "relative", "absolute", "none"], default="max",
+                   help="ProvencePruner passage_weighting")
     p.add_argument("--max-queries", type=int, default=None, help="first N test claims (default all 300)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
@@ -192,7 +194,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     bm25 = BM25Retriever.from_documents(ds.corpus, show_progress=False)
     recorder = Recorder(CrossEncoderReranker(quantize=args.quantize))
-    pruner = Recorder(ProvencePruner(threshold=args.threshold, quantize=args.quantize))
+    pruner = Recorder(ProvencePruner(threshold=args.threshold, quantize=args.quantize,
+                                           passage_weighting=args.passage_weighting))
     pipe = Pipeline(bm25, recorder, pruner, max_tokens=args.budget[0], candidates=args.candidates, top_k=args.top_k)
     t0 = time.perf_counter()
     contexts = [pipe.run(q) for q in tqdm(texts, desc="pipeline", unit="query")]
