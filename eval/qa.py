@@ -47,7 +47,9 @@ Strategies (``--strategies``; families not applicable to a dataset are skipped):
   ``--thresholds``; skipped with a message if the model is missing.
 - ``pipeline``: the full :class:`~ragprune.pipeline.Pipeline`: BM25 over the question's
   candidates -> optional reranker (``--rerank cross-encoder``) -> ProvencePruner
-  (``--pipeline-threshold``, 0.1) -> token budget, at each of ``--budgets``.
+  (``--pipeline-threshold``, 0.1) -> token budget, at each of ``--budgets``. ``--pipeline-backfill``
+  picks the Pipeline's ``backfill`` (``all``, the default, named ``pipeline@N``;
+  ``kept-documents``, named ``pipeline-kept@N``; ``none``, ``pipeline-strict@N``); several can run at once.
 - ``first-n``: the first N tokens of the retrieved documents (the same BM25 order, reranked
   when ``--rerank`` is set), concatenated in that order and cut at N, at each of ``--budgets``.
 - ``html-bm25``, ``html-dense``, ``html-provence`` (WTQ): the real page HTML pruned by
@@ -138,6 +140,8 @@ FAMILIES = ("full", "oracle", *SENTENCE_BASELINES, "provence", "pipeline", "firs
 DEFAULT_FAMILIES = ("full", "oracle", *SENTENCE_BASELINES, "provence", "pipeline", "first-n", "html-bm25")
 PASSAGE_FAMILIES = ("full", "oracle", *SENTENCE_BASELINES, "provence", "pipeline", "first-n")
 WTQ_FAMILIES = ("full", "first-n", *HTML_FAMILIES)
+BACKFILL = {"all": True, "kept-documents": "kept-documents", "none": False}  # --pipeline-backfill -> Pipeline(backfill=)
+PIPELINE_NAMES = {"all": "pipeline", "kept-documents": "pipeline-kept", "none": "pipeline-strict"}
 SUBSETS = {
     "squad": "SQuAD v1.1 dev articles 32-39 (held out), seeded sample; gold paragraph + 4 BM25-nearest "
              "paragraphs of the same article, seeded shuffle",
@@ -594,8 +598,9 @@ def passage_strategies(qa: QASet, families: Sequence[str], res: Resources, args:
         p = copy.copy(provence)
         p.threshold = args.pipeline_threshold
         pruner = MemoPruner(p)
-    pipe_ctx: dict[int, list[str]] = {b: [] for b in args.budgets}
-    pipe_sec: dict[int, float] = {b: 0.0 for b in args.budgets}
+    modes = list(getattr(args, "pipeline_backfill", None) or ["all"])
+    pipe_ctx: dict[tuple[str, int], list[str]] = {(m, b): [] for m in modes for b in args.budgets}
+    pipe_sec: dict[tuple[str, int], float] = {(m, b): 0.0 for m in modes for b in args.budgets}
     first_ctx: dict[int, list[str]] = {b: [] for b in args.budgets}
     first_sec = 0.0
     for q in qs:
@@ -604,13 +609,14 @@ def passage_strategies(qa: QASet, families: Sequence[str], res: Resources, args:
         retriever = BM25Retriever.from_documents(docs)
         build = time.perf_counter() - t
         if pruner is not None:
-            for b in args.budgets:
-                pipe = Pipeline(retriever, reranker, pruner, max_tokens=b, candidates=len(docs), top_k=len(docs))
+            for m, b in pipe_ctx:
+                pipe = Pipeline(retriever, reranker, pruner, max_tokens=b, candidates=len(docs), top_k=len(docs),
+                                backfill=BACKFILL[m])
                 ctx = pipe.run(q.query)
                 st = ctx.stats
-                pipe_sec[b] += (build + st["seconds_retrieve"] + st["seconds_budget"] + pruner.call.last_seconds
-                                + (reranker.call.last_seconds if reranker is not None else 0.0))
-                pipe_ctx[b].append(ctx.text)
+                pipe_sec[m, b] += (build + st["seconds_retrieve"] + st["seconds_budget"] + pruner.call.last_seconds
+                                   + (reranker.call.last_seconds if reranker is not None else 0.0))
+                pipe_ctx[m, b].append(ctx.text)
         if "first-n" in families:
             t = time.perf_counter()
             hits = retriever.retrieve(q.query, k=len(docs))
@@ -624,8 +630,9 @@ def passage_strategies(qa: QASet, families: Sequence[str], res: Resources, args:
                 first_ctx[b].append(truncate_tokens(text, b))
     n = max(1, len(qs))
     if pruner is not None:
-        out += [Strategy(f"pipeline@{b}", "pipeline", b, pipe_ctx[b], pipe_sec[b] / n,
-                         {"budget": b, "threshold": args.pipeline_threshold, "rerank": args.rerank}) for b in args.budgets]
+        out += [Strategy(f"{PIPELINE_NAMES[m]}@{b}", PIPELINE_NAMES[m], b, ctx, pipe_sec[m, b] / n,
+                         {"budget": b, "threshold": args.pipeline_threshold, "rerank": args.rerank, "backfill": m})
+                for (m, b), ctx in pipe_ctx.items()]
     if "first-n" in families:
         out += [Strategy(f"first-n@{b}", "first-n", b, first_ctx[b], first_sec / n, {"budget": b, "rerank": args.rerank})
                 for b in args.budgets]
@@ -951,6 +958,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--thresholds", nargs="+", type=float, default=[0.05, 0.1, 0.2], help="Provence thresholds")
     p.add_argument("--budgets", nargs="+", type=int, default=[256, 512, 1000], help="pipeline / first-n / html budgets")
     p.add_argument("--pipeline-threshold", type=float, default=0.1)
+    p.add_argument("--pipeline-backfill", nargs="+", choices=list(BACKFILL), default=["all"],
+                   help="Pipeline backfill modes to run: all (the default Pipeline), kept-documents, none")
     p.add_argument("--rerank", choices=["none", "cross-encoder"], default="none", help="pipeline reranker")
     p.add_argument("--baseline-compression", type=_compression_arg, default="provence",
                    help="'provence' (match Provence at the reference threshold), 'natural', or a target in [0, 1)")

@@ -59,7 +59,10 @@ class Pipeline:
             the sentences it dropped: best-ranked document first, and within a document the
             best sentences by the pruner's score first. With ``False`` the context is exactly what
             the pruner kept, which can be empty when a threshold pruner finds nothing relevant.
-            Pruners without sentence scores are never backfilled.
+            Pruners without sentence scores are never backfilled. ``"kept-documents"`` backfills
+            only from the documents the pruner kept a sentence of (the best-ranked document when
+            it kept none), so the budget completes the relevant passages instead of adding
+            sentences of passages the pruner judged off-topic; the rest of the budget stays unused.
 
     Example:
         >>> pipe = Pipeline(BM25Retriever.from_documents(docs), CrossEncoderReranker(),   # doctest: +SKIP
@@ -70,7 +73,7 @@ class Pipeline:
 
     def __init__(self, retriever: Retriever, reranker: Reranker | None = None, pruner: Pruner | None = None, *,
                  max_tokens: int = 1000, candidates: int = 100, top_k: int = 10,
-                 token_counter: TokenCounter = count_tokens, backfill: bool = True) -> None:
+                 token_counter: TokenCounter = count_tokens, backfill: bool | str = True) -> None:
         owner = "Pipeline"
         if not callable(getattr(retriever, "retrieve_many", None)):
             raise TypeError(f"{owner}: retriever must have retrieve_many(queries, k), got {type(retriever).__name__}.")
@@ -85,8 +88,8 @@ class Pipeline:
         self.candidates = check_positive_int(candidates, "candidates", owner)
         self.top_k = check_positive_int(top_k, "top_k", owner)
         self.token_counter = token_counter
-        if not isinstance(backfill, bool):
-            raise TypeError(f"{owner}: backfill must be True or False, got {type(backfill).__name__}.")
+        if not isinstance(backfill, bool) and backfill != "kept-documents":
+            raise TypeError(f"{owner}: backfill must be True, False or 'kept-documents', got {backfill!r}.")
         self.backfill = backfill
 
     def run(self, query: str) -> Context:
@@ -130,11 +133,15 @@ class Pipeline:
     def _units(self, pruned: list[PrunedDocument]) -> list[Unit]:
         """Budget units: the pruner's kept sentences first, in the reranker's document order
         (scores in (1, 2]); then, with ``backfill``, the other sentences, again in the reranker's
-        document order and within a document by their pruner score (scores in (0, 1))."""
+        document order and within a document by their pruner score (scores in (0, 1)); with
+        ``"kept-documents"`` only from documents with a kept sentence."""
         n = max(1, len(pruned))
         units = [Unit(g, j, p.sentences[j], 2.0 - g / n) for g, p in enumerate(pruned) for j in p.kept]
         if self.backfill:
-            rest = [(s, g, j) for g, p in enumerate(pruned) if len(p.sentence_scores) == len(p.sentences)
+            groups = set(range(len(pruned)))
+            if self.backfill == "kept-documents":
+                groups = {g for g, p in enumerate(pruned) if p.kept} or ({0} if pruned else set())
+            rest = [(s, g, j) for g, p in enumerate(pruned) if g in groups and len(p.sentence_scores) == len(p.sentences)
                     for kept in [set(p.kept)] for j, s in enumerate(p.sentence_scores) if j not in kept]
             rest.sort(key=lambda r: (r[1], -r[0], r[2]))
             units += [Unit(g, j, pruned[g].sentences[j], 1.0 - (i + 1) / (len(rest) + 1))

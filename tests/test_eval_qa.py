@@ -185,6 +185,18 @@ def test_end_to_end_custom(tmp_path, capsys, fake_provence):
                {k: v for k, v in r.items() if k != "prune_seconds"}
 
 
+def test_pipeline_backfill_modes(tmp_path, fake_provence):
+    _fixture(tmp_path / "qa.jsonl")
+    res = _run(tmp_path, "--strategies", "pipeline", "--budgets", "1000", "--pipeline-threshold", "1.0",
+               "--pipeline-backfill", "all", "kept-documents", "none")
+    rows = res["custom"]
+    assert set(rows) == {"pipeline@1000", "pipeline-kept@1000", "pipeline-strict@1000"}
+    assert rows["pipeline@1000"]["family"] == "pipeline" and rows["pipeline-kept@1000"]["family"] == "pipeline-kept"
+    # less is backfilled from documents without a kept sentence: never more context than "all"
+    assert rows["pipeline-kept@1000"]["context_tokens"] < rows["pipeline@1000"]["context_tokens"]
+    assert rows["pipeline-strict@1000"]["context_tokens"] < rows["pipeline-kept@1000"]["context_tokens"]
+
+
 def test_matched_compression_uses_provence_reference(tmp_path, fake_provence):
     _fixture(tmp_path / "qa.jsonl")
     res = _run(tmp_path, "--strategies", "random", "--baseline-compression", "0.5")

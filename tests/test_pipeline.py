@@ -111,8 +111,27 @@ def test_pipeline_backfills_unused_budget_by_sentence_score():
     # kept sentences always go before backfilled ones, whatever their score
     lead = Pipeline(bm25, pruner=LeadPruner(k=1), max_tokens=14).run("tea leaves")
     assert all(d.kept == (0,) for d in lead.documents)
-    with pytest.raises(TypeError, match="backfill must be True or False"):
+    with pytest.raises(TypeError, match="backfill must be True, False or 'kept-documents'"):
         Pipeline(bm25, backfill="yes")
+
+
+def test_pipeline_backfill_kept_documents_only():
+    from ragprune.prune.baselines import BM25SentencePruner
+
+    docs = [Document(id="a", text="Tea grows in India. Lions hunt at night. Tea is brewed with hot water."),
+            Document(id="b", text="The moon orbits the earth. Stars shine at night.")]
+    bm25 = BM25Retriever.from_documents(docs)
+    some = BM25SentencePruner(threshold=0.5)  # keeps the tea sentences of "a", nothing of "b"
+    assert [p.kept for p in some.prune("tea water", docs)] == [(0, 2), ()]
+    everywhere = Pipeline(bm25, pruner=some, max_tokens=1000).run("tea water")
+    assert [d.id for d in everywhere.documents] == ["a", "b"]
+    local = Pipeline(bm25, pruner=some, max_tokens=1000, backfill="kept-documents").run("tea water")
+    assert [d.id for d in local.documents] == ["a"] and local.documents[0].kept == (0, 1, 2)
+    assert local.stats["backfilled_sentences"] == 1
+    # nothing kept anywhere: only the best-ranked document is backfilled
+    never = BM25SentencePruner(threshold=1e9)
+    top = Pipeline(bm25, pruner=never, max_tokens=1000, backfill="kept-documents").run("tea water")
+    assert [d.id for d in top.documents] == ["a"] and top.documents[0].kept == (0, 1, 2)
 
 
 def test_pruners_report_sentence_scores(toy_docs):
