@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     bm25 = BM25Retriever.from_documents(ds.corpus, show_progress=False)
     recorder = Recorder(CrossEncoderReranker(quantize=args.quantize))
     pruner = Recorder(ProvencePruner(threshold=args.threshold, quantize=args.quantize,
-                                           passage_weighting=args.passage_weighting))
+                                    passage_weighting=args.passage_weighting))
     pipe = Pipeline(bm25, recorder, pruner, max_tokens=args.budget[0], candidates=args.candidates, top_k=args.top_k)
     t0 = time.perf_counter()
     contexts = [pipe.run(q) for q in tqdm(texts, desc="pipeline", unit="query")]

@@ -66,7 +66,7 @@ def passage_weights(ranks: Sequence[float], mode: str = "max") -> np.ndarray:
     if mode == "none" or not r.size:
         return np.ones_like(r)
     rel = np.exp(np.minimum(0.0, r - r.max()) / _TEMPERATURE)
-    absolute = 1.0 / (1.0 + np.exp(-(r + _ABS_BIAS)))
+    absolute = 0.5 * (1.0 + np.tanh((r + _ABS_BIAS) / 2))  # sigmoid, without overflow
     if mode == "relative":
         return rel
     if mode == "absolute":
