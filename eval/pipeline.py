@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from ragprune.eval.beir import load_beir
 from ragprune.eval.metrics import evaluate_run, run_from_hits
 from ragprune.eval.report import rounded, run_cli
+from ragprune.prune.provence import PASSAGE_WEIGHTINGS
 
 _SPACE = re.compile(r"\s+")
 
@@ -162,7 +163,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top-k", type=int, default=10, help="documents handed to the pruner")
     p.add_argument("--threshold", type=float, default=0.1, help="Provence keep threshold")
     p.add_argument("--quantize", choices=["int8"], default=None, help="int8 reranker and pruner")
-    p.add_argument("--passage-weighting", choices=["max", "relative", "absolute", "none"], default="max",
+    p.add_argument("--passage-weighting", choices=PASSAGE_WEIGHTINGS, default="max",
                    help="ProvencePruner passage_weighting")
     p.add_argument("--max-queries", type=int, default=None, help="first N test claims (default all 300)")
     p.add_argument("--json", type=Path, default=None)

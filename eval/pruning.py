@@ -51,14 +51,11 @@ def score_with(method: Any, questions: list[PruningQuestion]) -> Scores:
 
 def provence_variants(pruner: Any, questions: list[PruningQuestion]) -> dict[str, Scores]:
     """One model pass, two readings: the default passage weighting and the token head alone."""
-    from ragprune.prune.provence import passage_weights
-
     raw = [pruner.infer([q.query] * len(q.passages), [p.document for p in q.passages],
                         [list(p.spans) for p in q.passages]) for q in questions]
     out: dict[str, Scores] = {"provence": [pruner.weighted(r) for r in raw]}
     if pruner.passage_weighting != "none":
-        out["provence-tokens-only"] = [[s * w for (_, s), w in zip(r, passage_weights([x for x, _ in r], "none"))]
-                                       for r in raw]
+        out["provence-tokens-only"] = [[s for _, s in r] for r in raw]
     return out
 
 

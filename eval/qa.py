@@ -598,7 +598,7 @@ def passage_strategies(qa: QASet, families: Sequence[str], res: Resources, args:
         p = copy.copy(provence)
         p.threshold = args.pipeline_threshold
         pruner = MemoPruner(p)
-    modes = list(getattr(args, "pipeline_backfill", None) or ["all"])
+    modes = args.pipeline_backfill
     pipe_ctx: dict[tuple[str, int], list[str]] = {(m, b): [] for m in modes for b in args.budgets}
     pipe_sec: dict[tuple[str, int], float] = {(m, b): 0.0 for m in modes for b in args.budgets}
     first_ctx: dict[int, list[str]] = {b: [] for b in args.budgets}

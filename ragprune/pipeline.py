@@ -140,7 +140,7 @@ class Pipeline:
         if self.backfill:
             groups = set(range(len(pruned)))
             if self.backfill == "kept-documents":
-                groups = {g for g, p in enumerate(pruned) if p.kept} or ({0} if pruned else set())
+                groups = {g for g, p in enumerate(pruned) if p.kept} or {0}
             rest = [(s, g, j) for g, p in enumerate(pruned) if g in groups and len(p.sentence_scores) == len(p.sentences)
                     for kept in [set(p.kept)] for j, s in enumerate(p.sentence_scores) if j not in kept]
             rest.sort(key=lambda r: (r[1], -r[0], r[2]))

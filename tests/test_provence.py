@@ -211,6 +211,10 @@ def test_passage_weighting_scales_sentence_scores(tiny_provence):
     for got, q in zip(pr.score_sentences("scurvy", docs, spans), weighted):
         assert got == pytest.approx(np.asarray(q.sentence_scores), abs=1e-6)
     assert pr.score_sentences("scurvy", [], []) == []
+    # sentence_scores(doc) is what prune thresholds for that document alone, in every mode
+    ab = ProvencePruner(tiny_provence, threshold=0.0, passage_weighting="absolute")
+    _, alone, _ = ab.sentence_scores("scurvy", docs[0])
+    assert alone == pytest.approx(np.asarray(ab.prune("scurvy", docs[:1])[0].sentence_scores), abs=1e-6)
     with pytest.raises(ValueError, match="passage_weighting"):
         ProvencePruner(tiny_provence, passage_weighting="softmax")
     assert "passage_weighting='none'" in repr(ProvencePruner(tiny_provence, passage_weighting="none"))

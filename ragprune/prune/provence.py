@@ -355,10 +355,11 @@ class ProvencePruner(Pruner, Reranker):
 
     # ------------------------------------------------------------------ Pruner protocol
     def sentence_scores(self, query: str, doc: Document) -> tuple[list[tuple[int, int]], np.ndarray, float]:
-        """Sentence spans of ``doc.text``, their mean keep-probabilities, and the ranking score."""
+        """Sentence spans of ``doc.text``, the scores ``prune`` thresholds for it alone (mean
+        keep-probabilities; passage weighting of a single passage), and the ranking score."""
         spans = list(self.splitter(doc.text))
-        rank, scores = self.infer([query], [doc], [spans])[0]
-        return spans, scores, rank
+        raw = self.infer([query], [doc], [spans])
+        return spans, self.weighted(raw)[0], raw[0][0]
 
     def weighted(self, raw: Sequence[tuple[float, np.ndarray]]) -> list[np.ndarray]:
         """Sentence scores of one query's passages after :func:`passage_weights` (``infer`` output in)."""
