@@ -144,10 +144,10 @@ def _prp_stage(args: argparse.Namespace, qids: list[str], texts: list[str], hits
     from ragprune.rerank.pairwise import PairwiseReranker
     from ragprune.types import ScoredDocument
 
-    llm = load_cli_llm(args.llm, args.llm_backend, args.llm_model, args.llm_threads)
+    llm = load_cli_llm(args.llm, args.llm_backend, args.llm_model, args.llm_threads, args.llm_cache)
     reranker = PairwiseReranker(llm, method=args.method, k=args.prp_k, both_orders=not args.one_order,
-                                decision=args.decision, max_passage_words=args.max_passage_words,
-                                prompt=PROMPTS[args.prompt])
+                                decision=args.decision, min_margin=args.min_margin,
+                                max_passage_words=args.max_passage_words, prompt=PROMPTS[args.prompt])
     done: dict[str, dict[str, Any]] = {}
     if args.prp_cache and args.prp_cache.exists():
         for line in args.prp_cache.read_text(encoding="utf-8").splitlines():
@@ -175,7 +175,11 @@ def _prp_stage(args: argparse.Namespace, qids: list[str], texts: list[str], hits
         "prompt_tokens_per_query": round(sum(r["prompt_tokens"] for r in rows) / n, 1),
         "order_disagreement_rate": round(sum(r["disagreements"] for r in rows) / max(1, comparisons), 4),
         "failure_rate": round(sum(r["failures"] for r in rows) / max(1, sum(r["llm_calls"] for r in rows)), 4),
+        "gated_rate": round(sum(r.get("gated", 0) for r in rows) / max(1, comparisons), 4),
     }
+    if hasattr(llm, "seconds_saved"):  # --llm-cache: the seconds above exclude replayed replies
+        summary.update(llm_cache_hits=llm.hits, llm_cache_misses=llm.misses,
+                       seconds_per_query_uncached=round((sum(r["seconds"] for r in rows) + llm.seconds_saved) / n, 2))
     return out, repr(reranker), {"prp": summary}
 
 
@@ -226,6 +230,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--one-order", action="store_true", help="ask each comparison in one order only")
     g.add_argument("--decision", default="labels", choices=("labels", "margin"),
                    help="both-order rule: the paper's label agreement, or the debiased logprob margin")
+    g.add_argument("--min-margin", type=float, default=0.0,
+                   help="confidence gate: a comparison with |debiased margin| <= this (nats) is a tie "
+                        "(keeps the first-stage order); tune it with eval.prp_pairs --split train")
+    g.add_argument("--llm-cache", type=Path, default=None,
+                   help="JSONL cache of LLM replies (ragprune.rerank.llm.CachedLLM): reruns only ask new prompts")
     g.add_argument("--llm-threads", type=int, default=None,
                    help="CPU threads of a local LLM (default: all cores; 1 is faster when other jobs share them)")
     g.add_argument("--max-passage-words", type=int, default=128, help="passage length in the prompt")
@@ -241,6 +250,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--top-k must be >= 1")
     if args.llm_threads is not None and args.llm_threads < 1:
         p.error("--llm-threads must be >= 1")
+    if not args.min_margin >= 0:
+        p.error("--min-margin must be >= 0")
     if str(args.cache_dir) in ("", "."):
         args.cache_dir = None
     return args

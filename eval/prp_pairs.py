@@ -11,7 +11,11 @@ with the PRP prompt in both orders. Reported:
   flips with the order is a tie, ``label_ties``; ties count as half right in ``label_score``);
 - ``position_bias``: share of pairs where both orders chose the same *position*;
 - ``margin_accuracy``: the debiased log-probability margin (``decision="margin"``) prefers the
-  relevant passage.
+  relevant passage;
+- ``gates``: for each confidence gate ``tau`` (``PairwiseReranker(min_margin=tau)``), the share of
+  pairs whose ``|margin|`` passes it (``coverage``) and, among those, the share the margin rule
+  and the label rule get right. A PRP swap is worth making only where that accuracy is high, so
+  run this on training queries (``--split train``) to choose ``--min-margin`` for eval.beir.
 
 This isolates the comparison quality that decides whether PRP can beat its first stage.
 """
@@ -63,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--llm-model", default=None)
     p.add_argument("--llm-backend", default="auto", choices=("auto", "llamacpp", "transformers", "openai"))
     p.add_argument("--llm-threads", type=int, default=None)
+    p.add_argument("--llm-cache", type=Path, default=None, help="JSONL cache of LLM replies (CachedLLM)")
+    p.add_argument("--gates", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0],
+                   help="min_margin values to report")
     p.add_argument("--max-passage-words", type=int, default=128)
     p.add_argument("--prompt", default="paper", choices=sorted(PROMPTS),
                    help="prompt variant (ragprune.rerank.pairwise.PROMPTS); 'paper' is Qin et al.'s")
@@ -94,13 +101,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not pairs:
         raise ValueError("eval.prp_pairs: no (relevant, non-relevant) pair in the top-k of any judged query.")
     docs = {d.id: d for d in ds.corpus}
-    llm = load_cli_llm(args.llm, args.llm_backend, args.llm_model, args.llm_threads)
+    llm = load_cli_llm(args.llm, args.llm_backend, args.llm_model, args.llm_threads, args.llm_cache)
 
     def cut(doc_id: str) -> str:
         return " ".join(docs[doc_id].full_text.split()[: args.max_passage_words])
 
     prompt = PROMPTS[args.prompt]
     right = ties = same_position = margin_right = margins = 0
+    per_pair: list[dict[str, Any]] = []
     for qid, rel, non in tqdm(pairs, desc="pairs", unit="pair"):
         q = ds.queries[qid]
         first = llm.choose(prompt.format(query=q, a=cut(rel), b=cut(non)), LABELS, answer_prefix="Passage ")
@@ -110,14 +118,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ties += not ((a == "A" and b == "B") or (a == "B" and b == "A"))
         same_position += a is not None and a == b
         lp1, lp2 = first.label_logprobs or {}, second.label_logprobs or {}
+        s = None
         if all(k in lp for lp in (lp1, lp2) for k in LABELS):
             margins += 1
-            margin_right += (lp1["A"] - lp1["B"]) - (lp2["A"] - lp2["B"]) > 0
+            s = (lp1["A"] - lp1["B"]) - (lp2["A"] - lp2["B"])  # > 0: the relevant passage is preferred
+            margin_right += s > 0
+        per_pair.append({"qid": qid, "relevant": rel, "non_relevant": non, "labels": [a, b],
+                         "margin": None if s is None else round(s, 4)})
     n = len(pairs)
     return {"dataset": args.data.name, "llm": getattr(llm, "name", args.llm), "prompt": args.prompt, "pairs": n, "top_k": args.top_k,
             "label_accuracy": round(right / n, 4), "label_ties": round(ties / n, 4),
             "label_score": round((right + 0.5 * ties) / n, 4), "position_bias": round(same_position / n, 4),
-            "margin_accuracy": round(margin_right / margins, 4) if margins else None, "pairs_with_logprobs": margins}
+            "margin_accuracy": round(margin_right / margins, 4) if margins else None, "pairs_with_logprobs": margins,
+            "split": args.split, "gates": gate_table(per_pair, args.gates), "per_pair": per_pair}
+
+
+def gate_table(per_pair: list[dict[str, Any]], gates: list[float]) -> list[dict[str, Any]]:
+    """Coverage and accuracy of comparisons that pass each ``min_margin`` gate."""
+    rows = []
+    scored = [r for r in per_pair if r["margin"] is not None]
+    for tau in gates:
+        passed = [r for r in scored if abs(r["margin"]) > tau]
+        labels_right = sum(r["labels"] == ["A", "B"] for r in passed)
+        labels_wrong = sum(r["labels"] == ["B", "A"] for r in passed)
+        rows.append({"min_margin": tau, "coverage": round(len(passed) / len(scored), 4) if scored else None,
+                     "margin_accuracy": round(sum(r["margin"] > 0 for r in passed) / len(passed), 4) if passed else None,
+                     "labels_right": labels_right, "labels_wrong": labels_wrong, "passed": len(passed)})
+    return rows
 
 
 def print_table(r: dict[str, Any]) -> None:
@@ -125,6 +152,11 @@ def print_table(r: dict[str, Any]) -> None:
     print("|---|---|---|---|---|---|---|")
     print(f"| {r['dataset']} | {r['llm']} | {r['pairs']} | {r['label_accuracy']:.2f} | {r['label_ties']:.2f} | "
           f"{r['position_bias']:.2f} | {r['margin_accuracy'] if r['margin_accuracy'] is not None else 'n/a'} |")
+    print("\n| min_margin | coverage | margin rule right | label rule right / wrong (of passed) |")
+    print("|---|---|---|---|")
+    for g in r["gates"]:
+        print(f"| {g['min_margin']:g} | {g['coverage']} | {g['margin_accuracy']} | "
+              f"{g['labels_right']} / {g['labels_wrong']} (of {g['passed']}) |")
 
 
 def main(argv: list[str] | None = None) -> int:

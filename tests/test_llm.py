@@ -232,3 +232,51 @@ def test_missing_model_files_name_the_fix(tmp_path, monkeypatch) -> None:
         resolve_gguf("qwen2.5-1.5b")
     with pytest.raises(ModelNotFoundError, match="no model file"):
         resolve_gguf(tmp_path / "nope.gguf")
+
+
+def test_cached_llm_replays_replies_from_disk(tmp_path) -> None:
+    from ragprune.rerank.llm import CachedLLM, LLMBackend, LLMReply
+
+    class Counting(LLMBackend):
+        name = "counting"
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def generate(self, prompt, *, max_tokens=32):
+            self.calls += 1
+            return LLMReply(text=f"answer to {prompt}", prompt_tokens=3, completion_tokens=2)
+
+        def choose(self, prompt, labels, *, answer_prefix=""):
+            self.calls += 1
+            return LLMReply(text="", label_logprobs={"A": -0.1, "B": -2.5}, prompt_tokens=7)
+
+    path = tmp_path / "sub" / "replies.jsonl"
+    inner = Counting()
+    llm = CachedLLM(inner, path)
+    first = llm.choose("which?", ["A", "B"], answer_prefix="Passage ")
+    assert llm.choose("which?", ["A", "B"], answer_prefix="Passage ") == first
+    assert llm.generate("q").text == "answer to q" and llm.generate("q", max_tokens=5).text == "answer to q"
+    assert inner.calls == 3 and (llm.hits, llm.misses) == (1, 3)
+    # a new instance reads the file; a torn last line (killed run) is skipped
+    with open(path, "a", encoding="utf-8") as f:
+        f.write('{"key": "trunc')
+    again_inner = Counting()
+    again = CachedLLM(again_inner, path)
+    reply = again.choose("which?", ["A", "B"], answer_prefix="Passage ")
+    assert reply.label_logprobs == {"A": -0.1, "B": -2.5} and reply.prompt_tokens == 7
+    assert again_inner.calls == 0 and again.hits == 1
+    # another model name, labels or prompt is a miss
+    assert CachedLLM(Counting(), path, name="other").choose("which?", ["A", "B"]).prompt_tokens == 7
+    other = CachedLLM(again_inner, path)
+    other.choose("which?", ["B", "A"], answer_prefix="Passage ")
+    assert again_inner.calls == 1
+    # errors are raised, not cached
+    failing = CachedLLM(CallableLLM(lambda p: 1, name="bad"), tmp_path / "bad.jsonl")  # type: ignore[arg-type,return-value]
+    with pytest.raises(LLMResponseError):
+        failing.generate("x")
+    assert not (tmp_path / "bad.jsonl").exists()
+    with pytest.raises(IsADirectoryError):
+        CachedLLM(inner, tmp_path)
+    with pytest.raises(TypeError):
+        CachedLLM(lambda p: p, path)  # type: ignore[arg-type]

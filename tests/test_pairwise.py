@@ -250,3 +250,35 @@ def test_margin_decision_cancels_position_bias() -> None:
     assert [d.id for d in text_only] == [f"d{i}" for i in range(5)]
     with pytest.raises(ValueError, match="decision"):
         PairwiseReranker(OracleLLM(), decision="vote")
+
+
+class NoisyLogprobLLM(LLMBackend):
+    """Debiased margin = 0.1 * (a - b) for most pairs, but a confident-looking small mistake on
+    pairs whose relevance differs by one (the kind of error a gate should filter)."""
+
+    name = "noisy"
+
+    def generate(self, prompt: str, *, max_tokens: int = 32) -> LLMReply:
+        raise AssertionError("choose() should be used")
+
+    def choose(self, prompt, labels, *, answer_prefix=""):
+        a, b = (int(x) for x in re.findall(r"relevance (\d+)", prompt))
+        s = -0.2 * (a - b) if abs(a - b) == 1 else 1.0 * (a - b)  # wrong and weak on close pairs
+        return LLMReply(text="Passage A", label_logprobs={"A": -0.1, "B": -0.1 - s / 2})
+
+
+def test_min_margin_gate_keeps_input_order_on_weak_comparisons() -> None:
+    values = [6, 5, 1, 9]  # 6/5 is a close pair the noisy judge gets wrong; the others it gets right
+    plain = PairwiseReranker(NoisyLogprobLLM(), method="sliding", k=4, decision="margin").rerank("q", docs(values))
+    gated = PairwiseReranker(NoisyLogprobLLM(), method="sliding", k=4, decision="margin",
+                             min_margin=0.5).rerank("q", docs(values))
+    assert relevance(gated) == [9, 6, 5, 1]  # the weak (|s| = 0.2) wrong swap blocked, strong ones made
+    assert relevance(plain) == [9, 5, 6, 1]
+    assert gated.stats.gated > 0 and plain.stats.gated == 0
+    # a gate higher than any margin returns the input order unchanged
+    frozen = PairwiseReranker(NoisyLogprobLLM(), method="heapsort", k=4, decision="margin", min_margin=100)
+    assert relevance(frozen.rerank("q", docs(values))) == values
+    assert "min_margin=0.5" in repr(PairwiseReranker(NoisyLogprobLLM(), min_margin=0.5))
+    for bad in (-1, float("nan"), "1", True):
+        with pytest.raises(ValueError, match="min_margin"):
+            PairwiseReranker(NoisyLogprobLLM(), min_margin=bad)

@@ -16,9 +16,10 @@ def rounded(metrics: dict[str, float], digits: int = 4) -> dict[str, float]:
 
 
 def load_cli_llm(spec: str, backend: str = "auto", server_model: str | None = None,
-                 threads: int | None = None) -> Any:
+                 threads: int | None = None, cache: Path | None = None) -> Any:
     """:func:`ragprune.rerank.llm.load_llm` for the eval scripts' ``--llm``/``--llm-model``/
-    ``--llm-backend``/``--llm-threads`` options: the model name goes only to a server."""
+    ``--llm-backend``/``--llm-threads``/``--llm-cache`` options: the model name goes only to a
+    server; with ``cache`` the backend is wrapped in a persistent :class:`~ragprune.rerank.llm.CachedLLM`."""
     from ragprune.rerank import llm
 
     kwargs: dict[str, Any] = {}
@@ -26,7 +27,11 @@ def load_cli_llm(spec: str, backend: str = "auto", server_model: str | None = No
         kwargs["model"] = server_model
     if threads is not None:
         kwargs["threads"] = threads
-    return llm.load_llm(spec, backend=backend, **kwargs)
+    backend_llm = llm.load_llm(spec, backend=backend, **kwargs)
+    if cache is None:
+        return backend_llm
+    name = f"{getattr(backend_llm, 'name', spec)}|{server_model or ''}"
+    return llm.CachedLLM(backend_llm, cache, name=name)
 
 
 def save_json(path: Path | None, obj: Any) -> None:

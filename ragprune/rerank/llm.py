@@ -19,6 +19,8 @@ Backends:
 * :class:`LlamaCppLLM`: a GGUF file run in-process by llama.cpp (the ``xllamacpp`` wheel),
   the fastest way to use the small GGUF models on a CPU.
 * :class:`CallableLLM`: wraps ``fn(prompt) -> str``, for users' own clients and for tests.
+* :class:`CachedLLM`: wraps any backend with a persistent JSONL cache of its replies, so a
+  benchmark rerun (another PRP gate, another prompt order) only pays for new prompts.
 
 Short model names (``qwen2.5-1.5b``, ``qwen2.5-0.5b``, ``smollm2-135m``, ``gemma-3-270m``)
 resolve to the GGUF files that ``shared/models/fetch_models.py`` puts in the model cache.
@@ -27,6 +29,7 @@ Nothing is downloaded at run time.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -51,6 +54,7 @@ __all__ = [
     "LLMUnavailableError",
     "LLMResponseError",
     "CallableLLM",
+    "CachedLLM",
     "TransformersLLM",
     "OpenAICompatibleLLM",
     "LlamaCppLLM",
@@ -179,6 +183,93 @@ class CallableLLM(LLMBackend):
         if not isinstance(out, str):
             raise LLMResponseError(f"CallableLLM({self.name}): fn returned {type(out).__name__}, expected str.")
         return LLMReply(text=out, prompt_tokens=len(prompt.split()), completion_tokens=len(out.split()))
+
+
+# ----------------------------------------------------------------------------------------
+# Persistent reply cache
+
+
+class CachedLLM(LLMBackend):
+    """Wrap a backend with a JSONL cache of its replies, keyed by model, call and prompt.
+
+    Greedy decoding is deterministic, so the same prompt to the same model gets the same reply:
+    a rerun of a benchmark reads it from ``path`` instead of asking again. Each line holds the
+    key, the reply (text, label log-probabilities, token counts) and the seconds the original
+    call took; ``hits``, ``misses`` and ``seconds_saved`` count what this instance did. Lines
+    that do not parse (a run killed mid-write) are skipped, never fatal.
+
+    Args:
+        llm: The backend that answers cache misses.
+        path: JSONL file; created (with its folder) on the first miss.
+        name: Model identity in the key (default ``llm.name``): change it when the weights change.
+
+    Example:
+        >>> import tempfile, os
+        >>> calls = []
+        >>> inner = CallableLLM(lambda p: calls.append(p) or "Passage A", name="toy")
+        >>> llm = CachedLLM(inner, os.path.join(tempfile.mkdtemp(), "replies.jsonl"))
+        >>> _ = llm.generate("q"); _ = llm.generate("q")
+        >>> len(calls), llm.hits, llm.misses
+        (1, 1, 1)
+    """
+
+    def __init__(self, llm: LLMBackend, path: str | os.PathLike[str], *, name: str | None = None) -> None:
+        if not isinstance(llm, LLMBackend):
+            raise TypeError(f"CachedLLM: llm must be an LLMBackend, got {type(llm).__name__}.")
+        self.llm, self.path = llm, Path(path)
+        self.name = name or getattr(llm, "name", type(llm).__name__)
+        self.hits = self.misses = 0
+        self.seconds_saved = 0.0
+        self._lock = threading.Lock()
+        self._store: dict[str, dict[str, Any]] = {}
+        if self.path.is_dir():
+            raise IsADirectoryError(f"CachedLLM: {self.path} is a folder; give a .jsonl file path.")
+        if self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rec = json.loads(line)
+                    self._store[rec["key"]] = rec
+                except (ValueError, KeyError, TypeError):
+                    continue
+
+    def __repr__(self) -> str:
+        return f"CachedLLM({self.llm!r}, {str(self.path)!r})"
+
+    def _key(self, kind: str, prompt: str, extra: Any) -> str:
+        blob = json.dumps([self.name, kind, extra, prompt], ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def _cached(self, key: str, ask: Callable[[], LLMReply]) -> LLMReply:
+        with self._lock:
+            rec = self._store.get(key)
+        if rec is not None:
+            self.hits += 1
+            self.seconds_saved += float(rec.get("seconds", 0.0))
+            lp = rec.get("label_logprobs")
+            return LLMReply(text=rec.get("text", ""), label_logprobs=dict(lp) if lp is not None else None,
+                            prompt_tokens=int(rec.get("prompt_tokens", 0)),
+                            completion_tokens=int(rec.get("completion_tokens", 0)))
+        start = time.perf_counter()
+        reply = ask()  # errors propagate and are not cached
+        rec = {"key": key, "text": reply.text,
+               "label_logprobs": dict(reply.label_logprobs) if reply.label_logprobs is not None else None,
+               "prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
+               "seconds": round(time.perf_counter() - start, 4)}
+        with self._lock:
+            self.misses += 1
+            self._store[key] = rec
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        return reply
+
+    def generate(self, prompt: str, *, max_tokens: int = 32) -> LLMReply:
+        return self._cached(self._key("generate", prompt, max_tokens),
+                            lambda: self.llm.generate(prompt, max_tokens=max_tokens))
+
+    def choose(self, prompt: str, labels: Sequence[str], *, answer_prefix: str = "") -> LLMReply:
+        return self._cached(self._key("choose", prompt, [list(labels), answer_prefix]),
+                            lambda: self.llm.choose(prompt, labels, answer_prefix=answer_prefix))
 
 
 # ----------------------------------------------------------------------------------------

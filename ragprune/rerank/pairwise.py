@@ -73,6 +73,7 @@ class PairwiseStats:
         seconds: Wall time of the ranking.
         disagreements: Comparisons whose two orders gave opposite answers (counted as ties).
         failures: LLM answers that named no label (malformed/empty; counted as ties).
+        gated: Comparisons turned into ties by ``min_margin``.
         budget_exhausted: ``max_calls`` was reached; later comparisons were ties.
     """
 
@@ -86,6 +87,7 @@ class PairwiseStats:
     seconds: float = 0.0
     disagreements: int = 0
     failures: int = 0
+    gated: int = 0
     budget_exhausted: bool = False
 
     @property
@@ -109,7 +111,7 @@ class _Session:
         self.r, self.query = reranker, query
         self.texts = [reranker._passage(d) for d in docs]
         self.cache: dict[tuple[int, int], tuple[str | None, float | None]] = {}
-        self.calls = self.hits = self.comparisons = self.disagreements = self.failures = 0
+        self.calls = self.hits = self.comparisons = self.disagreements = self.failures = self.gated = 0
         self.prompt_tokens = self.completion_tokens = 0
         self.exhausted = False
         self.last_a = -1
@@ -166,9 +168,12 @@ class _Session:
         v1, v2 = {"A": 1, "B": -1}.get(l1 or "", 0), {"A": -1, "B": 1}.get(l2 or "", 0)
         if v1 and v2 and v1 != v2:
             self.disagreements += 1
-        if self.r.decision == "margin" and m1 is not None and m2 is not None:
-            # m1 = bias + s, m2 = bias - s: the difference cancels a constant position bias
-            s = m1 - m2
+        # m1 = bias + s, m2 = bias - s: the difference cancels a constant position bias
+        s = m1 - m2 if m1 is not None and m2 is not None else None
+        if s is not None and abs(s) <= self.r.min_margin:
+            self.gated += 1
+            return 0  # not confident enough to overrule the input order
+        if self.r.decision == "margin" and s is not None:
             return 1 if s > 0 else -1 if s < 0 else 0
         return v1 if v1 == v2 else 0
 
@@ -189,6 +194,12 @@ class PairwiseReranker(Reranker):
             ``[logP(A)-logP(B)]`` with ``i`` as A exceeds the same margin with ``j`` as A,
             which cancels a constant preference for one position (small models often prefer
             Passage A whatever it says); falls back to ``"labels"`` without log-probabilities.
+        min_margin: Confidence gate (>= 0; default 0, no gate). With both orders and label
+            log-probabilities, a comparison whose debiased margin ``|s|`` (``s`` as above, in
+            nats) is at most ``min_margin`` is a tie whatever the decision rule says, so
+            ``sliding`` and ``heapsort`` keep the first-stage order unless the LLM is sure.
+            Pick it on training queries with ``python -m eval.prp_pairs --split train``; it has
+            no effect on backends without log-probabilities or with ``both_orders=False``.
         max_calls: Hard cap on LLM calls per query (``None``: no cap); once reached, the
             remaining comparisons are ties and ``stats.budget_exhausted`` is set.
         max_passage_words: Passages are cut to this many words in the prompt.
@@ -210,8 +221,8 @@ class PairwiseReranker(Reranker):
     """
 
     def __init__(self, llm: LLMBackend, method: str = "sliding", k: int = 10, *, both_orders: bool = True,
-                 decision: str = "labels", max_calls: int | None = None, max_passage_words: int = 128, prompt: str = PRP_PROMPT,
-                 cache: bool = True) -> None:
+                 decision: str = "labels", min_margin: float = 0.0, max_calls: int | None = None,
+                 max_passage_words: int = 128, prompt: str = PRP_PROMPT, cache: bool = True) -> None:
         owner = "PairwiseReranker"
         if not isinstance(llm, LLMBackend):
             raise TypeError(f"{owner}: llm must be an LLMBackend (wrap a function with CallableLLM), "
@@ -219,6 +230,10 @@ class PairwiseReranker(Reranker):
         self.method = check_choice(method, METHODS, "method", owner)
         self.k = check_positive_int(k, "k", owner)
         self.decision = check_choice(decision, ("labels", "margin"), "decision", owner)
+        if isinstance(min_margin, bool) or not isinstance(min_margin, (int, float)) \
+                or not math.isfinite(min_margin) or min_margin < 0:
+            raise ValueError(f"{owner}: min_margin must be a finite number >= 0 (nats), got {min_margin!r}.")
+        self.min_margin = float(min_margin)
         if max_calls is not None:
             check_positive_int(max_calls, "max_calls", owner)
         check_positive_int(max_passage_words, "max_passage_words", owner)
@@ -229,7 +244,8 @@ class PairwiseReranker(Reranker):
 
     def __repr__(self) -> str:
         return (f"PairwiseReranker({self.llm!r}, method={self.method!r}, k={self.k}, "
-                f"both_orders={self.both_orders}, decision={self.decision!r}{self._prompt_repr()})")
+                f"both_orders={self.both_orders}, decision={self.decision!r}"
+                f"{f', min_margin={self.min_margin:g}' if self.min_margin else ''}{self._prompt_repr()})")
 
     def _prompt_repr(self) -> str:
         """``, prompt=<name>`` for a non-default prompt (a named variant or its hash), so
@@ -263,7 +279,8 @@ class PairwiseReranker(Reranker):
             method=self.method, candidates=len(cands), comparisons=session.comparisons, llm_calls=session.calls,
             cache_hits=session.hits, prompt_tokens=session.prompt_tokens,
             completion_tokens=session.completion_tokens, seconds=time.perf_counter() - start,
-            disagreements=session.disagreements, failures=session.failures, budget_exhausted=session.exhausted)
+            disagreements=session.disagreements, failures=session.failures, gated=session.gated,
+            budget_exhausted=session.exhausted)
         return PairwiseResult([ScoredDocument(cands[i], float(scores[i])) for i in order[:k]], stats)
 
     def rerank_many(self, queries: Sequence[str], docs: Sequence[Sequence[ScoredDocument | DocumentLike]],
