@@ -11,8 +11,12 @@ sentences.
 
 Methods: keep-all, random, lead-k, BM25 sentence scores, MiniLM cosine, the Provence pruner
 (``--provence``, default the shipped model; skipped if absent) and the oracle (gold labels).
-Provence is reported twice from one model pass: ``provence`` (the default passage weighting,
-``--passage-weighting``) and ``provence-tokens-only`` (the token head alone, the ablation).
+Provence is reported in several readings of one model pass: ``provence`` (the defaults:
+passage weighting ``--passage-weighting`` and lexical fusion ``--lexical-weight``), and the
+ablations ``provence-no-lexical`` (passage-weighted token head, lexical weight 0),
+``provence-tokens-only`` (the token head alone) and ``provence-lexical-only`` (passage-weighted
+BM25 sentence scores, lexical weight 1); with ``--hops 2`` also ``provence-2hop`` (the
+multi-hop reading, ``ProvencePruner(hops=2)``: a second model pass).
 Each method's sentence scores are swept over thresholds (quantiles of its scores; Provence
 also its fixed thresholds 0.005-0.9); every point reports micro-averaged
 evidence recall and precision, F2, token compression over all passages, and (SQuAD, HotpotQA)
@@ -26,7 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +53,28 @@ def score_with(method: Any, questions: list[PruningQuestion]) -> Scores:
             for q in questions]
 
 
-def provence_variants(pruner: Any, questions: list[PruningQuestion]) -> dict[str, Scores]:
-    """One model pass, two readings: the default passage weighting and the token head alone."""
-    raw = [pruner.infer([q.query] * len(q.passages), [p.document for p in q.passages],
-                        [list(p.spans) for p in q.passages]) for q in questions]
-    out: dict[str, Scores] = {"provence": [pruner.weighted(r) for r in raw]}
-    if pruner.passage_weighting != "none":
-        out["provence-tokens-only"] = [[s for _, s in r] for r in raw]
+def provence_variants(pruner: Any, questions: list[PruningQuestion], hops: Sequence[int] = (1,)
+                      ) -> dict[str, Scores]:
+    """One model pass, several readings: the pruner's defaults and the ablations (module docstring)."""
+    from ragprune.prune.provence import passage_weights
+
+    out: dict[str, Scores] = {"provence": [], "provence-no-lexical": [], "provence-tokens-only": [],
+                              "provence-lexical-only": []}
+    for h in sorted(set(hops) - {1}):
+        out[f"provence-{h}hop"] = []
+    for q in questions:
+        docs, spans = [p.document for p in q.passages], [list(p.spans) for p in q.passages]
+        raw = pruner.infer([q.query] * len(docs), docs, spans)
+        lex = pruner.lexical_scores(q.query, docs, spans)
+        w = passage_weights([r for r, _ in raw], pruner.passage_weighting)
+        out["provence"].append(pruner.group_scores(q.query, docs, spans, raw, hops=1, lexical=lex))
+        out["provence-no-lexical"].append([s * wi for (_, s), wi in zip(raw, w)])
+        out["provence-tokens-only"].append([s for _, s in raw])
+        out["provence-lexical-only"].append([x * wi for x, wi in zip(lex, w)])
+        for h in sorted(set(hops) - {1}):
+            out[f"provence-{h}hop"].append(pruner.group_scores(q.query, docs, spans, raw, hops=h, lexical=lex))
+    if pruner.lexical_weight == 0:  # the default reading is the no-lexical one
+        del out["provence-no-lexical"]
     return out
 
 
@@ -124,7 +143,8 @@ def build_methods(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
             from ragprune.prune.provence import ProvencePruner
 
             return ProvencePruner(args.provence, max_length=512, quantize=getattr(args, "quantize", None),
-                                  passage_weighting=getattr(args, "passage_weighting", "max"))
+                                  passage_weighting=getattr(args, "passage_weighting", "max"),
+                                  lexical_weight=getattr(args, "lexical_weight", 0.7))
 
         methods["provence"] = provence
     return methods
@@ -149,12 +169,13 @@ def evaluate_dataset(name: str, args: argparse.Namespace, methods: dict[str, Cal
             print(f"eval.pruning: skipping {m}: {e}", file=sys.stderr)
             continue
         t = time.perf_counter()
-        variants = provence_variants(inst, questions) if m == "provence" else {m: score_with(inst, questions)}
+        variants = (provence_variants(inst, questions, getattr(args, "hops", (1,))) if m == "provence"
+                    else {m: score_with(inst, questions)})
         seconds[m] = (time.perf_counter() - t) / max(1, len(questions))
         for variant, scores in variants.items():
             # Provence: its fixed thresholds (0.1 = the reference) plus the same quantile grid as the baselines
             thresholds = quantile_thresholds(scores)
-            if m == "provence":
+            if variant.startswith("provence"):
                 thresholds = sorted(set(thresholds) | set(PROVENCE_THRESHOLDS))
             curves[variant] = curve(questions, scores, thresholds, sent_tokens)
     summary: dict[str, Any] = {}
@@ -237,10 +258,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quantize", choices=["int8"], default=None, help="int8 dynamic quantization of Provence")
     p.add_argument("--passage-weighting", choices=PASSAGE_WEIGHTINGS, default="max",
                    help="ProvencePruner passage_weighting (the token-head-only reading is always reported too)")
+    p.add_argument("--lexical-weight", type=float, default=0.7, help="ProvencePruner lexical_weight (BM25 share)")
+    p.add_argument("--hops", type=int, nargs="+", default=[1, 2],
+                   help="also report these multi-hop readings (ProvencePruner(hops=N)); 1 is always reported")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--plot", type=Path, default=None)
     args = p.parse_args(argv)
+    if not 0 <= args.lexical_weight <= 1:
+        p.error("--lexical-weight must be in [0, 1]")
+    if min(args.hops) < 1:
+        p.error("--hops values must be >= 1")
     try:
         import torch
 
@@ -251,7 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     cache: dict[str, Any] = {}
     results = [evaluate_dataset(d, args, methods, cache) for d in args.datasets]
     print_tables(results)
-    save_json(args.json, {"results": results, "seed": args.seed, "limit": args.limit, "provence": args.provence})
+    save_json(args.json, {"results": results, "seed": args.seed, "limit": args.limit, "provence": args.provence,
+                          "passage_weighting": args.passage_weighting, "lexical_weight": args.lexical_weight,
+                          "hops": args.hops})
     if args.plot:
         plot(results, args.plot)
         print(f"wrote {args.plot}")

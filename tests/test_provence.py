@@ -218,3 +218,61 @@ def test_passage_weighting_scales_sentence_scores(tiny_provence):
     with pytest.raises(ValueError, match="passage_weighting"):
         ProvencePruner(tiny_provence, passage_weighting="softmax")
     assert "passage_weighting='none'" in repr(ProvencePruner(tiny_provence, passage_weighting="none"))
+
+
+def test_lexical_fusion_mixes_bm25_into_sentence_scores(tiny_provence):
+    from ragprune.prune.baselines import bm25_sentence_scores
+
+    docs = [Document(id="a", text=TEXT, title="Health"), Document(id="b", text="Unrelated words here. And more.")]
+    spans = [list(sentence_spans(d.text)) for d in docs]
+    model_only = ProvencePruner(tiny_provence, threshold=0.0, lexical_weight=0.0)
+    fused = ProvencePruner(tiny_provence, threshold=0.0, lexical_weight=0.4)
+    lexical_only = ProvencePruner(tiny_provence, threshold=0.0, lexical_weight=1.0)
+    m = model_only.score_sentences("scurvy vitamin", docs, spans)
+    f = fused.score_sentences("scurvy vitamin", docs, spans)
+    lex = lexical_only.score_sentences("scurvy vitamin", docs, spans)
+    bm = bm25_sentence_scores("scurvy vitamin", docs, spans)
+    best = max(x.max() for x in bm)
+    raw = model_only.infer(["scurvy vitamin"] * 2, docs, spans)
+    from ragprune.prune.provence import passage_weights
+
+    w = passage_weights([r for r, _ in raw])
+    for mi, fi, li, bi, wi in zip(m, f, lex, bm, w):
+        assert li == pytest.approx(wi * bi / best, abs=1e-6)  # lexical only: weighted normalized BM25
+        assert fi == pytest.approx(0.6 * mi + 0.4 * li, abs=1e-6)  # linear in the lexical weight
+    assert lex[0][0] == pytest.approx(1.0 * w[0]) and lex[1].max() == 0.0  # the scurvy sentence is BM25's best
+    # prune thresholds the fused scores
+    kept = ProvencePruner(tiny_provence, threshold=0.5, lexical_weight=1.0).prune("scurvy vitamin", docs)
+    assert kept[0].kept == (0,) and kept[1].kept == ()
+    # a query with no word in the passages leaves the model's scores (times 1 - a)
+    none = fused.score_sentences("zebra", docs, spans)
+    assert none[0] == pytest.approx(0.6 * model_only.score_sentences("zebra", docs, spans)[0], abs=1e-6)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="lexical_weight"):
+            ProvencePruner(tiny_provence, lexical_weight=bad)
+    assert "lexical_weight=0" in repr(model_only) and "lexical_weight" not in repr(ProvencePruner(tiny_provence))
+
+
+def test_second_hop_reads_again_with_the_best_sentence(tiny_provence):
+    docs = [Document(id="a", text=TEXT, title="Health"),
+            Document(id="b", text="Vitamin C is found in oranges. Oranges grow on trees.")]
+    spans = [list(sentence_spans(d.text)) for d in docs]
+    one = ProvencePruner(tiny_provence, threshold=0.0)
+    two = ProvencePruner(tiny_provence, threshold=0.0, hops=2)
+    s1 = one.score_sentences("what causes scurvy", docs, spans)
+    s2 = two.score_sentences("what causes scurvy", docs, spans)
+    # the best sentence of reading 1, appended to the query, drives reading 2; scores never drop
+    flat = [(v, i, j) for i, s in enumerate(s1) for j, v in enumerate(s)]
+    _, i, j = max(flat)
+    hop_query = "what causes scurvy " + docs[i].text[slice(*spans[i][j])]
+    lex = one.lexical_scores("what causes scurvy", docs, spans)  # BM25 stays with the user's query
+    raw = one.infer([hop_query] * 2, docs, spans)
+    again = one.weighted(raw, lex)
+    for a, b, c in zip(s1, s2, again):
+        assert b == pytest.approx(np.maximum(a, c), abs=1e-6)
+    assert all(np.all(b >= a - 1e-9) for a, b in zip(s1, s2))
+    pruned = two.prune("what causes scurvy", docs)
+    assert [np.asarray(p.sentence_scores) for p in pruned] == [pytest.approx(x, abs=1e-6) for x in s2]
+    assert "hops=2" in repr(two)
+    with pytest.raises(ValueError, match="hops"):
+        ProvencePruner(tiny_provence, hops=0)

@@ -19,9 +19,21 @@ from ..types import Document, PrunedDocument
 from .base import Pruner, build_pruned
 
 __all__ = ["SentenceScoringPruner", "KeepAllPruner", "RandomPruner", "LeadPruner", "BM25SentencePruner",
-           "EmbeddingSentencePruner"]
+           "EmbeddingSentencePruner", "bm25_sentence_scores"]
 
 Spans = Sequence[tuple[int, int]]
+
+
+def bm25_sentence_scores(query: str, docs: Sequence[Document], spans: Sequence[Spans]) -> list[np.ndarray]:
+    """BM25 score of every sentence for ``query``, the sentences of all ``docs`` forming the
+    collection (so IDF is computed over what is pruned together); one array per document."""
+    from ..retrieve.bm25 import BM25Retriever
+
+    sents = [d.text[a:b] for d, sp in zip(docs, spans) for a, b in sp]
+    if not sents:
+        return [np.zeros(0) for _ in spans]
+    flat = BM25Retriever.from_documents(sents, show_progress=False).get_scores(query).astype(float)
+    return _split(flat, spans)
 
 
 class SentenceScoringPruner(Pruner):
@@ -88,13 +100,7 @@ class BM25SentencePruner(SentenceScoringPruner):
         super().__init__(threshold, **kw)
 
     def score_sentences(self, query: str, docs: Sequence[Document], spans: Sequence[Spans]) -> list[np.ndarray]:
-        from ..retrieve.bm25 import BM25Retriever
-
-        sents = [d.text[a:b] for d, sp in zip(docs, spans) for a, b in sp]
-        if not sents:
-            return [np.zeros(0) for _ in spans]
-        flat = BM25Retriever.from_documents(sents).get_scores(query).astype(float)
-        return _split(flat, spans)
+        return bm25_sentence_scores(query, docs, spans)
 
 
 class EmbeddingSentencePruner(SentenceScoringPruner):
