@@ -27,9 +27,10 @@ a model trained on a few thousand CPU examples misses. ``a = 0.7`` was the best 
 {0, 0.3, 0.5, 0.7, 0.85, 1} for F2 on the SciFact dev split and on SQuAD training-article
 questions the model did not see; ``0`` is the model alone.
 
-Multi-hop reading (``hops``, default 1): with ``hops=2`` the best-scoring sentence of the first
-reading is appended to the query and the passages are read again; each sentence keeps the
-better of its scores. The second reading finds the bridge passage of a two-hop question
+Multi-hop reading (``hops``, default 1): with ``hops=2`` the sentence the model rates best in
+the first reading (passage-weighted token head, before lexical fusion: the BM25 favourite only
+repeats the question's words) is appended to the query and the passages are read again; each
+sentence keeps the better of its scores. The second reading finds the bridge passage of a two-hop question
 (HotpotQA), which shares no words with the question, at the cost of a second model pass; on
 single-hop sets (SciFact, SQuAD) it keeps more off-target sentences, so it is off by default.
 
@@ -415,15 +416,19 @@ class ProvencePruner(Pruner, Reranker):
         if lexical is None and self.lexical_weight > 0:
             lexical = self.lexical_scores(query, docs, spans)
         scores = self.weighted(raw, lexical)
+        model = self.weighted(raw)  # the bridge is the sentence the model itself rates best
+        used: set[tuple[int, int]] = set()
         for _ in range((self.hops if hops is None else hops) - 1):
-            best = max(((float(v), i, j) for i, s in enumerate(scores) for j, v in enumerate(s)), default=None)
+            best = max(((float(v), i, j) for i, s in enumerate(model) for j, v in enumerate(s)
+                        if (i, j) not in used), default=None)
             if best is None:
                 break
             _, i, j = best
+            used.add((i, j))
             a, b = spans[i][j]
-            hop_query = f"{query} {docs[i].text[a:b]}"
-            again = self.weighted(self.infer([hop_query] * len(docs), docs, spans), lexical)
-            scores = [np.maximum(x, y) for x, y in zip(scores, again)]
+            again = self.infer([f"{query} {docs[i].text[a:b]}"] * len(docs), docs, spans)
+            scores = [np.maximum(x, y) for x, y in zip(scores, self.weighted(again, lexical))]
+            model = [np.maximum(x, y) for x, y in zip(model, self.weighted(again))]
         return scores
 
     def score_sentences(self, query: str, docs: Sequence[Document],
