@@ -247,8 +247,9 @@ class ProvencePruner(Pruner, Reranker):
             scores the threshold was applied to.
         lexical_weight: Share ``a`` of the BM25 sentence score in the sentence score, in
             [0, 1] (module docstring); 0 = the token head alone.
-        hops: Readings of the passages (>= 1); each extra reading appends the best sentence so
-            far to the query (multi-hop questions; module docstring). Costs one model pass each.
+        hops: Readings of the passages (>= 1); each extra reading appends the sentence the model
+            rates best so far to the query (multi-hop questions; module docstring). Costs one
+            model pass each.
 
     Example:
         >>> pruner = ProvencePruner()                                          # doctest: +SKIP
