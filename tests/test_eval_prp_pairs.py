@@ -70,3 +70,25 @@ def test_errors_exit_2(beir_folder, monkeypatch, capsys):
     assert "localhost:9 is down" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         pp.parse_args(["--data", str(beir_folder), "--llm", "x", "--pairs", "0"])
+
+
+def test_gate_table_and_reply_cache(beir_folder, monkeypatch, tmp_path):
+    calls = []
+
+    class Counting(Oracle):
+        def choose(self, prompt, labels, *, answer_prefix=""):
+            calls.append(prompt)
+            return super().choose(prompt, labels, answer_prefix=answer_prefix)
+
+    monkeypatch.setattr("ragprune.rerank.llm.load_llm", lambda spec, **kw: Counting())
+    argv = ["--data", str(beir_folder), "--llm", "fake", "--pairs", "5", "--top-k", "5",
+            "--gates", "0", "4", "5", "--llm-cache", str(tmp_path / "replies.jsonl")]
+    res = pp.run(pp.parse_args(argv))
+    # the oracle's debiased margin is (-0.1 + 2.5) * 2 = 4.8 on every pair, always for the relevant one
+    assert {p["margin"] for p in res["per_pair"]} == {4.8}
+    assert [(g["min_margin"], g["coverage"], g["margin_accuracy"], g["labels_right"]) for g in res["gates"]] == [
+        (0.0, 1.0, 1.0, 5), (4.0, 1.0, 1.0, 5), (5.0, 0.0, None, 0)]
+    asked = len(calls)
+    assert asked == 10 and (tmp_path / "replies.jsonl").is_file()
+    again = pp.run(pp.parse_args(argv))  # every reply comes from the cache
+    assert len(calls) == asked and again["gates"] == res["gates"]

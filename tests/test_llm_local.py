@@ -159,6 +159,28 @@ def test_eval_beir_prp_on_real_server_and_resume(llama_server, tmp_path):
     assert json.loads(out.read_text())["metrics"] == res["metrics"]
 
 
+def test_eval_beir_prp_gate_and_reply_cache_on_real_server(llama_server, tmp_path):
+    pytest.importorskip("pytrec_eval")
+    from eval.beir import main
+    from tests.test_eval_beir import _write_beir
+
+    base, _ = llama_server
+    docs = [{"_id": "wall", "title": "Wall", "text": BAD}, {"_id": "paris", "title": "Paris", "text": GOOD}]
+    _write_beir(tmp_path / "b", docs, [{"_id": "q1", "text": QUERY}], [("q1", "paris", 1)])
+    out, replies = tmp_path / "r.json", tmp_path / "replies.jsonl"
+    argv = ["--data", str(tmp_path / "b"), "--retriever", "bm25", "--top-k", "2", "--reranker", "prp",
+            "--llm", base, "--llm-model", "smollm2", "--method", "sliding", "--prp-k", "1", "--decision", "margin",
+            "--min-margin", "1000", "--llm-cache", str(replies), "--json", str(out)]
+    assert main(argv) == 0
+    res = json.loads(out.read_text())
+    # the server returns logprobs, so a huge gate ties every comparison: the BM25 order stays
+    assert res["prp"]["gated_rate"] == 1.0 and res["metrics"] == res["first_stage_metrics"]
+    assert res["prp"]["llm_cache_misses"] == 2 and len(replies.read_text().splitlines()) == 2
+    assert main(argv) == 0  # same prompts again: answered from the reply cache, nothing sent
+    again = json.loads(out.read_text())["prp"]
+    assert (again["llm_cache_hits"], again["llm_cache_misses"]) == (2, 0)
+
+
 def test_server_gone_is_a_clear_error(llama_server):
     base, proc = llama_server
     # last test of the module: stop the server and check the client's error

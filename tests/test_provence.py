@@ -278,3 +278,29 @@ def test_second_hop_reads_again_with_the_best_sentence(tiny_provence):
     assert "hops=2" in repr(two)
     with pytest.raises(ValueError, match="hops"):
         ProvencePruner(tiny_provence, hops=0)
+
+
+def test_eval_pruning_readings_come_from_one_model_pass(tiny_provence):
+    from eval.pruning import provence_variants
+    from ragprune.eval.pruning_data import LabelledPassage, PruningQuestion, join_sentences
+
+    def passage(i, sentences):
+        text, spans = join_sentences(sentences)
+        return LabelledPassage(document=Document(id=str(i), text=text), spans=spans, labels=(0,) * len(spans))
+
+    q = PruningQuestion(query="what causes scurvy", passages=(
+        passage(0, ["Scurvy is caused by a lack of vitamin C.", "Paris is in France."]),
+        passage(1, ["Cats purr when happy.", "Dogs bark."])))
+    pr = ProvencePruner(tiny_provence, threshold=0.0)
+    got = provence_variants(pr, [q], hops=(1, 2))
+    assert set(got) == {"provence", "provence-no-lexical", "provence-tokens-only", "provence-lexical-only",
+                        "provence-2hop"}
+    docs, spans = [p.document for p in q.passages], [list(p.spans) for p in q.passages]
+    for name, pruner in (("provence", pr), ("provence-2hop", ProvencePruner(tiny_provence, hops=2)),
+                         ("provence-no-lexical", ProvencePruner(tiny_provence, lexical_weight=0.0)),
+                         ("provence-lexical-only", ProvencePruner(tiny_provence, lexical_weight=1.0)),
+                         ("provence-tokens-only", ProvencePruner(tiny_provence, lexical_weight=0.0,
+                                                                 passage_weighting="none"))):
+        for a, b in zip(got[name][0], pruner.score_sentences(q.query, docs, spans)):
+            assert a == pytest.approx(b, abs=1e-6), name
+    assert "provence-no-lexical" not in provence_variants(ProvencePruner(tiny_provence, lexical_weight=0.0), [q])
