@@ -242,9 +242,10 @@ class CachedLLM(LLMBackend):
     def _cached(self, key: str, ask: Callable[[], LLMReply]) -> LLMReply:
         with self._lock:
             rec = self._store.get(key)
+            if rec is not None:
+                self.hits += 1
+                self.seconds_saved += float(rec.get("seconds", 0.0))
         if rec is not None:
-            self.hits += 1
-            self.seconds_saved += float(rec.get("seconds", 0.0))
             lp = rec.get("label_logprobs")
             return LLMReply(text=rec.get("text", ""), label_logprobs=dict(lp) if lp is not None else None,
                             prompt_tokens=int(rec.get("prompt_tokens", 0)),
