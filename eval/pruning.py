@@ -68,7 +68,7 @@ def provence_variants(pruner: Any, questions: list[PruningQuestion], hops: Seque
         lex = pruner.lexical_scores(q.query, docs, spans)
         w = passage_weights([r for r, _ in raw], pruner.passage_weighting)
         out["provence"].append(pruner.group_scores(q.query, docs, spans, raw, hops=1, lexical=lex))
-        out["provence-no-lexical"].append([s * wi for (_, s), wi in zip(raw, w)])
+        out["provence-no-lexical"].append(pruner.weighted(raw))
         out["provence-tokens-only"].append([s for _, s in raw])
         out["provence-lexical-only"].append([x * wi for x, wi in zip(lex, w)])
         for h in sorted(set(hops) - {1}):

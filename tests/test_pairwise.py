@@ -245,6 +245,7 @@ def test_margin_decision_cancels_position_bias() -> None:
     assert labels.stats.disagreements == labels.stats.comparisons
     margin = PairwiseReranker(BiasedLogprobLLM(), method="allpair", decision="margin").rerank("q", docs(values))
     assert relevance(margin) == [9, 7, 5, 3, 1]
+    assert margin.stats.gated == 0  # no gate unless min_margin > 0
     # without logprobs the margin rule falls back to labels
     text_only = PairwiseReranker(OracleLLM(bias="A"), method="allpair", decision="margin").rerank("q", docs(values))
     assert [d.id for d in text_only] == [f"d{i}" for i in range(5)]

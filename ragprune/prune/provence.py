@@ -417,9 +417,12 @@ class ProvencePruner(Pruner, Reranker):
         if lexical is None and self.lexical_weight > 0:
             lexical = self.lexical_scores(query, docs, spans)
         scores = self.weighted(raw, lexical)
+        extra = (self.hops if hops is None else hops) - 1
+        if extra < 1:
+            return scores
         model = self.weighted(raw)  # the bridge is the sentence the model itself rates best
         used: set[tuple[int, int]] = set()
-        for _ in range((self.hops if hops is None else hops) - 1):
+        for _ in range(extra):
             best = max(((float(v), i, j) for i, s in enumerate(model) for j, v in enumerate(s)
                         if (i, j) not in used), default=None)
             if best is None:

@@ -170,7 +170,7 @@ class _Session:
             self.disagreements += 1
         # m1 = bias + s, m2 = bias - s: the difference cancels a constant position bias
         s = m1 - m2 if m1 is not None and m2 is not None else None
-        if s is not None and abs(s) <= self.r.min_margin:
+        if self.r.min_margin and s is not None and abs(s) <= self.r.min_margin:
             self.gated += 1
             return 0  # not confident enough to overrule the input order
         if self.r.decision == "margin" and s is not None:
