@@ -52,3 +52,17 @@ def test_eval_pruning_script(shared_data, tmp_path):
         assert all(0 <= p["recall"] <= 1 and 0 <= p["compression"] <= 1 for p in pts)
     assert np.isclose(s["oracle"]["f2@ref"], 1.0)
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_lexical_sweep_script(shared_data, tmp_path):
+    pytest.importorskip("torch")
+    from eval.lexical_sweep import main
+
+    out = tmp_path / "s.json"
+    assert main(["--shared", str(shared_data), "--dataset", "scifact", "--split", "dev", "--limit", "4",
+                 "--weights", "1", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert [r["lexical_weight"] for r in res["rows"]] == [0.0, 1.0]  # 0 (the reference) is always read
+    assert all(0 <= r["f2@ref"] <= 1 and 0 <= r["recall@50%"] <= 1 for r in res["rows"])
+    with pytest.raises(SystemExit):
+        main(["--dataset", "scifact", "--split", "heldout"])  # never on held-out data

@@ -25,7 +25,7 @@ passages count (``w_p``); the two sentence signals are complementary: the token 
 answers phrased differently from the query, BM25 finds the sentences that repeat its terms, which
 a model trained on a few thousand CPU examples misses. ``a = 0.7`` was the best of
 {0, 0.3, 0.5, 0.7, 0.85, 1} for F2 on the SciFact dev split and on SQuAD training-article
-questions the model did not see; ``0`` is the model alone.
+questions the model did not see (``python -m eval.lexical_sweep``); ``0`` is the model alone.
 
 Multi-hop reading (``hops``, default 1): with ``hops=2`` the sentence the model rates best in
 the first reading (passage-weighted token head, before lexical fusion: the BM25 favourite only
