@@ -30,32 +30,56 @@ from ragprune.prune.train import (
 )
 
 
+def _bridge_examples(q, negs: int) -> list[PruningExample]:
+    """HotpotQA two-hop readings: the question plus one supporting sentence of the other gold
+    paragraph (what ``ProvencePruner(hops=2)`` appends at inference) against each gold paragraph,
+    and against ``negs`` distractors (all-drop)."""
+    gold = [p for p in q.passages if p.relevant]
+    rest = [p for p in q.passages if not p.relevant]
+    out = []
+    for i, p in enumerate(gold):
+        for other in gold[:i] + gold[i + 1 :]:
+            j = other.labels.index(1)
+            a, b = other.spans[j]
+            query = f"{q.query} {other.document.text[a:b]}"
+            for t in [p] + rest[:negs]:
+                out.append(PruningExample(query, t.document.title, t.document.text, t.spans, t.labels,
+                                          float(t.relevant), "hotpotqa-bridge"))
+    return out
+
+
 def cmd_data(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
     examples: list[PruningExample] = []
     counts = {}
-    for ds, limit, negs in (("scifact", None, 1), ("squad", args.squad_questions, 1), ("hotpotqa", None, 2)):
-        qs = load_pruning_set(args.shared, ds, "train", passages=5, limit=limit, seed=args.seed)
+    plan = (("scifact", None, args.scifact_negatives, 1), ("squad", args.squad_questions, 1, 1),
+            ("hotpotqa", None, args.hotpot_negatives, args.hotpot_repeat))
+    for ds, limit, negs, repeat in plan:
+        qs = load_pruning_set(args.shared, ds, "train", passages=max(5, 1 + negs), limit=limit, seed=args.seed)
         n0 = len(examples)
         for q in qs:
             gold = [p for p in q.passages if p.relevant]
             rest = [p for p in q.passages if not p.relevant]
-            for p in gold + rest[:negs]:
-                examples.append(PruningExample(q.query, p.document.title, p.document.text, p.spans, p.labels,
-                                               float(p.relevant), ds))
+            ex = [PruningExample(q.query, p.document.title, p.document.text, p.spans, p.labels, float(p.relevant), ds)
+                  for p in gold + rest[:negs]]
+            if ds == "hotpotqa" and args.hotpot_bridge:
+                ex += _bridge_examples(q, args.hotpot_bridge)
+            examples.extend(ex * repeat)
         counts[ds] = len(examples) - n0
     rng.shuffle(examples)
     args.work.mkdir(parents=True, exist_ok=True)
     write_examples(args.work / "examples.jsonl", examples)
-    (args.work / "data.json").write_text(json.dumps({"examples": counts, "seed": args.seed,
-                                                     "squad_questions": args.squad_questions}, indent=1))
+    meta = {"examples": counts, "seed": args.seed, "squad_questions": args.squad_questions,
+            "scifact_negatives": args.scifact_negatives, "hotpot_negatives": args.hotpot_negatives,
+            "hotpot_bridge": args.hotpot_bridge, "hotpot_repeat": args.hotpot_repeat}
+    (args.work / "data.json").write_text(json.dumps(meta, indent=1))
     print(json.dumps(counts))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     cfg = PrunerTrainConfig(lr=args.lr, batch_size=args.batch_size, max_length=args.max_length, epochs=args.epochs,
                             max_steps=args.max_steps, save_every=args.save_every, seed=args.seed, threads=args.threads,
-                            rank_weight=args.rank_weight)
+                            rank_weight=args.rank_weight, head_lr_mult=args.head_lr_mult)
     final = train_pruner(read_examples(args.work / "examples.jsonl"), args.init, args.work / "train", cfg)
     print(f"final checkpoint: {final}")
 
@@ -81,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("runs/provence"))
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--squad-questions", type=int, default=1200)
+    p.add_argument("--scifact-negatives", type=int, default=1, help="BM25 negatives per SciFact claim")
+    p.add_argument("--hotpot-negatives", type=int, default=2, help="distractors per HotpotQA question")
+    p.add_argument("--hotpot-bridge", type=int, default=0,
+                   help="add two-hop readings (question + the other gold paragraph's supporting sentence) "
+                        "with this many distractors each; 0 = none")
+    p.add_argument("--hotpot-repeat", type=int, default=1, help="repeat the HotpotQA examples (upsampling)")
     p.add_argument("--init", default="ragprune-reranker", help="encoder or cross-encoder to start from")
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--batch-size", type=int, default=8)
@@ -89,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--save-every", type=int, default=50)
     p.add_argument("--rank-weight", type=float, default=0.5)
+    p.add_argument("--head-lr-mult", type=float, default=20.0,
+                   help="learning-rate multiplier of the two heads (use 1 when continuing from a trained pruner)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--dest", type=Path, default=Path("models/ragprune-provence-minilm-l6"))
     args = p.parse_args(argv)
