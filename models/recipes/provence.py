@@ -7,8 +7,10 @@
 Training data: the ``train`` splits of ragprune.eval.pruning_data (SciFact claims_train minus
 its last 100, SQuAD dev articles 0-31, HotpotQA questions 0-57): every gold passage with its
 sentence labels, plus hard negatives (BM25-nearest non-evidence passages; HotpotQA
-distractors) labelled all-drop. Initialised from the shipped reranker, whose classifier becomes
-the ranking head.
+distractors) labelled all-drop, and optionally HotpotQA two-hop readings (``--hotpot-bridge``).
+The release is trained in two stages (the model card has both command lines): stage 1 from
+the shipped reranker, whose classifier becomes the ranking head; stage 2 from stage 1 with
+more negatives, more SQuAD questions and the two-hop readings.
 """
 
 from __future__ import annotations
