@@ -22,7 +22,7 @@ import random
 import sys
 from pathlib import Path
 
-from ragprune.eval.pruning_data import load_pruning_set
+from ragprune.eval.pruning_data import PruningQuestion, load_pruning_set
 from ragprune.prune.train import (
     PrunerTrainConfig,
     PruningExample,
@@ -32,7 +32,7 @@ from ragprune.prune.train import (
 )
 
 
-def _bridge_examples(q, negs: int) -> list[PruningExample]:
+def _bridge_examples(q: PruningQuestion, negs: int) -> list[PruningExample]:
     """HotpotQA two-hop readings: the question plus one supporting sentence of the other gold
     paragraph (what ``ProvencePruner(hops=2)`` appends at inference) against each gold paragraph,
     and against ``negs`` distractors (all-drop)."""
