@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 import zipfile
@@ -31,6 +32,7 @@ from .types import Document
 MANIFEST = "manifest.json"
 FORMAT = "ragprune-index"
 T = TypeVar("T")
+_OWN_ENTRY = re.compile(r"(?:\.tmp-|v-)[0-9a-f]{32}")  # data and temp folders save() creates
 
 
 class IndexFormatError(ValueError):
@@ -80,9 +82,12 @@ def write_index_dir(
     Returns:
         The folder that now holds the live data.
     """
+    if not os.fspath(path):
+        raise ValueError("save: the index path is empty; give a folder name.")
     root = Path(path)
     if root.exists() and not root.is_dir():
         raise IndexFormatError(f"save: {root} exists and is not a folder; pick another path.")
+    _check_ours(root)
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
@@ -103,11 +108,26 @@ def write_index_dir(
     # Only now is the old data unreachable; remove it and leftovers of killed saves.
     # (One writer per index folder at a time; concurrent readers are fine.)
     for entry in root.iterdir():
-        if entry.name != final.name and entry.name.startswith((".tmp-", "v-")):
+        if entry.name != final.name and _OWN_ENTRY.fullmatch(entry.name) and entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
         elif entry.name.startswith(f".{MANIFEST}.") and entry.name.endswith(".tmp"):
             entry.unlink(missing_ok=True)  # a manifest temp file left by a killed save
     return final
+
+
+def _check_ours(root: Path) -> None:
+    """Refuse to save into a folder that holds something other than a ragprune index: the
+    save cleans up the folder's old data, which must never touch a user's files."""
+    if not root.is_dir() or all(_OWN_ENTRY.fullmatch(e.name) for e in root.iterdir()):
+        return  # new, empty, or only the leftovers of a killed first save
+    mpath = root / MANIFEST
+    try:
+        ours = json.loads(mpath.read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, RecursionError, AttributeError):
+        ours = False
+    if not ours:
+        raise IndexFormatError(f"save: {root} is not empty and holds no ragprune index ({MANIFEST}); "
+                               "save into a new or empty folder, or into an existing index to replace it.")
 
 
 def read_index_dir(path: str | os.PathLike[str], *, kind: str, format_version: int) -> tuple[Path, dict[str, Any]]:

@@ -234,6 +234,22 @@ def test_save_replaces_previous_index_and_cleans_up(toy_docs, tmp_path):
     assert len([p for p in (tmp_path / "idx").iterdir() if p.is_dir()]) == 1
 
 
+def test_save_never_touches_other_files(toy_docs, tmp_path):
+    user = tmp_path / "mine"
+    (user / "v-important").mkdir(parents=True)
+    (user / ".tmp-notes").mkdir()
+    with pytest.raises(IndexFormatError, match="not empty and holds no ragprune index"):
+        BM25Retriever.from_documents(toy_docs).save(user)
+    assert sorted(p.name for p in user.iterdir()) == [".tmp-notes", "v-important"]
+    with pytest.raises(ValueError, match="path is empty"):
+        BM25Retriever.from_documents(toy_docs).save("")
+    idx = tmp_path / "idx"  # a folder of our own: a stray user folder in it survives re-saves
+    BM25Retriever.from_documents(toy_docs).save(idx)
+    (idx / "v-keep").mkdir()
+    BM25Retriever.from_documents(toy_docs[:2]).save(idx)
+    assert (idx / "v-keep").is_dir() and len(BM25Retriever.load(idx)) == 2
+
+
 def test_failed_save_keeps_the_previous_index(toy_docs, tmp_path, monkeypatch):
     good = BM25Retriever.from_documents(toy_docs)
     good.save(tmp_path / "idx")
