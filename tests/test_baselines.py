@@ -42,6 +42,20 @@ def test_empty_document_and_bad_query():
         LeadPruner().prune("", [TEXT])
 
 
+@pytest.mark.parametrize("make, exc, msg", [
+    (lambda: LeadPruner(k=0), ValueError, "k must be >= 1"),
+    (lambda: LeadPruner(k=None), TypeError, "k must be an int"),
+    (lambda: RandomPruner(keep=1.5), ValueError, "keep must be <= 1.0"),
+    (lambda: RandomPruner(keep=float("nan")), ValueError, "keep must not be NaN"),
+    (lambda: RandomPruner(keep="x"), TypeError, "keep must be a number"),
+    (lambda: BM25SentencePruner(threshold=float("nan")), ValueError, "threshold must not be NaN"),
+    (lambda: BM25SentencePruner(threshold=None), TypeError, "threshold must be a number"),
+])
+def test_bad_options(make, exc, msg):
+    with pytest.raises(exc, match=msg):
+        make()
+
+
 def test_embedding_pruner(minilm):
     from ragprune.prune.baselines import EmbeddingSentencePruner
 

@@ -71,6 +71,14 @@ def test_long_context_is_windowed_not_cut(pruner):
     assert np.isfinite(rank)
 
 
+def test_smallest_window_with_a_long_query(tiny_provence):
+    small = ProvencePruner(tiny_provence, max_length=32, stride=64)
+    query = "what causes scurvy in sailors on long voyages across the southern ocean " * 3
+    doc = Document(id="d", text=" ".join(f"Sailors ate no fruit on voyage {i}." for i in range(20)))
+    spans, scores, _ = small.sentence_scores(query, doc)
+    assert len(spans) == 20 and np.all(scores > 0)
+
+
 def test_rank_score_and_reranker_protocol(pruner):
     docs = [Document(id="a", text=TEXT), Document(id="b", text="Unrelated words here.")]
     ranked = pruner.rerank("scurvy", docs)
@@ -110,6 +118,9 @@ def test_options_do_not_leak_and_input_untouched(tiny_provence):
     ({"top_k": 0}, ValueError, "top_k must be >= 1"),
     ({"sentence_order": "random"}, ValueError, "unknown sentence_order"),
     ({"quantize": "int4"}, ValueError, "unknown quantize"),
+    ({"max_length": 8}, ValueError, "at least 32 tokens"),
+    ({"stride": -5}, ValueError, "stride must be an int >= 0"),
+    ({"stride": "x"}, ValueError, "stride must be an int >= 0"),
     ({"quantize": "int8", "device": "cuda"}, ValueError, "CPU only"),
 ])
 def test_bad_options(tiny_provence, kwargs, exc, msg):

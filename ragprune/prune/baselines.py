@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validate import check_number, check_positive_int
 from ..text import SentenceSplitter, TokenCounter, count_tokens, sentence_spans, tokenizer_safe
 from ..types import Document, PrunedDocument
 from .base import Pruner, build_pruned
@@ -41,7 +42,7 @@ class SentenceScoringPruner(Pruner):
 
     def __init__(self, threshold: float, *, splitter: SentenceSplitter = sentence_spans,
                  token_counter: TokenCounter = count_tokens) -> None:
-        self.threshold = float(threshold)
+        self.threshold = check_number(threshold, "threshold", type(self).__name__)
         self.splitter = splitter
         self.token_counter = token_counter
 
@@ -74,6 +75,7 @@ class RandomPruner(SentenceScoringPruner):
     """Keeps a random ``keep`` fraction of sentences (seeded per query: deterministic)."""
 
     def __init__(self, keep: float = 0.5, seed: int = 0, **kw: Any) -> None:
+        keep = check_number(keep, "keep", "RandomPruner", low=0.0, high=1.0)
         super().__init__(1.0 - keep, **kw)
         self.seed = seed
 
@@ -87,6 +89,7 @@ class LeadPruner(SentenceScoringPruner):
     """Keeps the first ``k`` sentences of each document (score = minus the position)."""
 
     def __init__(self, k: int = 2, **kw: Any) -> None:
+        k = check_positive_int(k, "k", "LeadPruner")
         super().__init__(-(k - 1) - 0.5, **kw)
 
     def score_sentences(self, query: str, docs: Sequence[Document], spans: Sequence[Spans]) -> list[np.ndarray]:

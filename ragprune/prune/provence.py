@@ -47,6 +47,7 @@ import json
 import os
 import threading
 from collections.abc import Sequence
+from numbers import Integral
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,6 +70,7 @@ VERSION = 1
 PASSAGE_WEIGHTINGS = ("max", "relative", "absolute", "none")
 _TEMPERATURE = 1.0  # relative weight exp((r - r_best) / T)
 _ABS_BIAS = -1.0  # absolute weight sigmoid(r + bias)
+_MIN_LENGTH = 32  # window: query (cut to max(8, max_length // 4) tokens) + 3 special tokens + context
 
 
 def passage_weights(ranks: Sequence[float], mode: str = "max") -> np.ndarray:
@@ -234,7 +236,8 @@ class ProvencePruner(Pruner, Reranker):
         top_k: With ``reorder``, keep only the ``top_k`` best documents.
         batch_size: Windows per forward pass.
         max_length: Tokens per window (query + context); longer contexts use several windows.
-        stride: Context tokens shared by consecutive windows.
+        stride: Context tokens shared by consecutive windows (>= 0; at most a quarter of
+            ``max_length`` is used).
         splitter: Sentence splitter (character spans); default blingfire.
         token_counter: Counts tokens for the compression figure.
         device: torch device.
@@ -291,6 +294,11 @@ class ProvencePruner(Pruner, Reranker):
         self.top_k = None if top_k is None else check_positive_int(top_k, "top_k", owner)
         self.batch_size = check_positive_int(batch_size, "batch_size", owner)
         self.max_length = check_positive_int(max_length, "max_length", owner)
+        if self.max_length < _MIN_LENGTH:
+            raise ValueError(f"{owner}: max_length={max_length} leaves no room for the context next to the "
+                             f"query; use at least {_MIN_LENGTH} tokens (512 is the default).")
+        if isinstance(stride, bool) or not isinstance(stride, Integral) or stride < 0:
+            raise ValueError(f"{owner}: stride must be an int >= 0 (context tokens shared by windows), got {stride!r}.")
         self.stride = int(stride)
         if sentence_order not in ("original", "score"):
             raise ValueError(f"{owner}: unknown sentence_order {sentence_order!r}; expected 'original' or 'score'.")
