@@ -36,7 +36,7 @@ def test_exit_codes(tmp_path, capsys, corpus):
 
 def test_prune_html_from_stdin_as_a_script(tmp_path):
     html = "<html><body><h1>Bellagio</h1><p>It was built in 1998.</p><p>Other things here.</p></body></html>"
-    r = subprocess.run([sys.executable, "-m", "ragprune.cli", "prune", "When was it built?", "-", "--json",
+    r = subprocess.run([sys.executable, "-m", "ragprune", "prune", "When was it built?", "-", "--json",
                         "--max-tokens", "30"], input=html.encode(), capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr.decode()
     out = json.loads(r.stdout)
