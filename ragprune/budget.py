@@ -7,7 +7,9 @@ function decides what fits.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ._validate import check_positive_int
@@ -50,16 +52,30 @@ class Budgeted:
 
 
 def _truncate(text: str, max_tokens: int, counter: TokenCounter) -> str:
-    """Longest word-boundary prefix of ``text`` with at most ``max_tokens`` tokens."""
+    """Longest word-boundary prefix of ``text`` with at most ``max_tokens`` tokens; when not even
+    the first word fits (one long run without spaces), the longest character prefix that does."""
     words = text.split(" ")
-    lo, hi = 0, len(words)
-    while lo < hi:  # binary search on the number of words
+    n = _longest(len(words), lambda m: counter(" ".join(words[:m])) <= max_tokens)
+    if n:
+        return " ".join(words[:n])
+    return text[: _longest(len(words[0]), lambda m: counter(words[0][:m]) <= max_tokens)]
+
+
+def _longest(size: int, fits: Callable[[int], bool]) -> int:
+    """Largest ``m`` in ``[0, size]`` with ``fits(m)`` (binary search; ``fits`` is monotone)."""
+    lo, hi = 0, size
+    while lo < hi:
         mid = (lo + hi + 1) // 2
-        if counter(" ".join(words[:mid])) <= max_tokens:
+        if fits(mid):
             lo = mid
         else:
             hi = mid - 1
-    return " ".join(words[:lo])
+    return lo
+
+
+def _rankable(score: float) -> float:
+    """A unit's score for ordering: NaN ranks last (as -inf) instead of scrambling the sort."""
+    return -math.inf if score != score else score
 
 
 def fill_budget(units: Sequence[Unit], max_tokens: int, counter: TokenCounter = count_tokens,
@@ -85,7 +101,7 @@ def fill_budget(units: Sequence[Unit], max_tokens: int, counter: TokenCounter = 
             raise TypeError(f"fill_budget: unit {i} is a {type(u).__name__}; build units with ragprune.budget.Unit.")
     if group_cost is not None and not isinstance(group_cost, Mapping):
         raise TypeError(f"fill_budget: group_cost must be a mapping group -> tokens, got {type(group_cost).__name__}.")
-    order = sorted(range(len(units)), key=lambda i: (-units[i].score, units[i].group, units[i].position))
+    order = sorted(range(len(units)), key=lambda i: (-_rankable(units[i].score), units[i].group, units[i].position))
     extra = group_cost or {}
     kept: list[Unit] = []
     opened: set[int] = set()
@@ -106,7 +122,7 @@ def fill_budget(units: Sequence[Unit], max_tokens: int, counter: TokenCounter = 
         cut = _truncate(best.text, max_tokens - head, counter)
         kept, used, truncated = [Unit(best.group, best.position, cut, best.score)], counter(cut) + head, True
     rank = {}
-    for u in sorted(kept, key=lambda u: (-u.score, u.group, u.position)):
+    for u in sorted(kept, key=lambda u: (-_rankable(u.score), u.group, u.position)):
         rank.setdefault(u.group, len(rank))
     kept.sort(key=lambda u: (rank[u.group], u.position))
     return Budgeted(tuple(kept), used, truncated)

@@ -146,6 +146,9 @@ def test_first_stage_fusion(tiny):
 
     assert fuse_scores([0.0, 10.0], [4.0, 2.0], 0.5) == pytest.approx([0.5, 0.5])
     assert fuse_scores([1.0, 3.0, 2.0], [0.0, 0.0, 0.0], 0.0) == pytest.approx([0.0, 1.0, 0.5])
+    # a non-finite first-stage score neither poisons the others nor wins by NaN ordering
+    assert fuse_scores([0.0, 1.0, 2.0], [1.0, float("-inf"), 3.0], 0.5) == pytest.approx([0.0, 0.25, 1.0])
+    assert fuse_scores([0.0, 1.0], [float("nan"), float("inf")], 0.5) == pytest.approx([0.0, 1.0])
     hits = [ScoredDocument(Document(id=i, text=f"passage {i}"), s) for i, s in (("a", 10.0), ("b", 5.0), ("c", 0.0))]
     all_first = CrossEncoderReranker(tiny, first_stage_weight=1.0).rerank("q", hits)
     assert [h.id for h in all_first] == ["a", "b", "c"]

@@ -24,6 +24,13 @@ def test_fill_budget_truncates_best_unit_when_nothing_fits():
     assert out.truncated and out.units[0].text == "one two three" and out.tokens == 3
 
 
+def test_fill_budget_cuts_inside_a_long_word_and_ranks_nan_last():
+    out = fill_budget([Unit(0, 0, "a,b,c,d,e,f,g", 1.0)], 3)
+    assert out.truncated and out.units[0].text and count_tokens(out.units[0].text) <= 3
+    units = [Unit(0, 0, "a b", 1.0), Unit(0, 1, "c d", float("nan")), Unit(0, 2, "e f", 2.0)]
+    assert [u.position for u in fill_budget(units, 4).units] == [0, 2]
+
+
 def test_fill_budget_group_cost_and_errors():
     units = [Unit(0, 0, "a b", 2.0), Unit(1, 0, "c d", 1.0)]
     out = fill_budget(units, 5, group_cost={0: 1, 1: 1})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -25,11 +27,21 @@ def as_candidates(docs: Any, owner: str) -> list[Document]:
 
 
 def fuse_scores(model: Sequence[float], first_stage: Sequence[float], weight: float) -> list[float]:
-    """``(1 - weight) * minmax(model) + weight * minmax(first_stage)`` over one candidate list."""
+    """``(1 - weight) * minmax(model) + weight * minmax(first_stage)`` over one candidate list.
+
+    The range comes from the finite scores; ``+inf`` normalises to 1, ``-inf`` and NaN to 0 (a
+    candidate without a usable score goes last instead of making every fused score NaN)."""
 
     def minmax(xs: Sequence[float]) -> list[float]:
-        lo, hi = min(xs), max(xs)
-        return [(x - lo) / (hi - lo) if hi > lo else 1.0 for x in xs]
+        finite = [x for x in xs if math.isfinite(x)]
+        lo, hi = (min(finite), max(finite)) if finite else (0.0, 0.0)
+
+        def one(x: float) -> float:
+            if not math.isfinite(x):
+                return 1.0 if x == math.inf else 0.0
+            return (x - lo) / (hi - lo) if hi > lo else 1.0
+
+        return [one(float(x)) for x in xs]
 
     return [(1 - weight) * a + weight * b for a, b in zip(minmax(model), minmax(first_stage))]
 
