@@ -6,6 +6,7 @@ Each piece is a small protocol with a default implementation, so callers can inj
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -154,7 +155,8 @@ class HFTokenCounter:
     """Counts tokens with a Hugging Face tokenizer (exact budgets for a given reader LLM).
 
     Args:
-        tokenizer: A ``transformers`` tokenizer instance, or a local path to load one from.
+        tokenizer: A ``transformers`` tokenizer instance, or a local folder (or a packaged model's
+            short name, e.g. ``"minilm"``) to load one from; nothing is downloaded.
 
     Example:
         >>> counter = HFTokenCounter("/path/to/model")        # doctest: +SKIP
@@ -163,12 +165,21 @@ class HFTokenCounter:
     """
 
     def __init__(self, tokenizer: Any) -> None:
-        if isinstance(tokenizer, str):
+        if isinstance(tokenizer, (str, os.PathLike)):
             try:
                 from transformers import AutoTokenizer
             except ImportError as e:  # pragma: no cover
                 raise ImportError("HFTokenCounter needs transformers: pip install 'ragprune[rerank]'") from e
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+            from .models import resolve_model
+
+            path = resolve_model(tokenizer, owner="HFTokenCounter")  # a clear error, never a download
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            except (OSError, ValueError) as e:
+                raise ValueError(f"HFTokenCounter: no usable tokenizer files in {path} ({e}).") from e
+        elif not callable(tokenizer):
+            raise TypeError(f"HFTokenCounter: tokenizer must be a transformers tokenizer or a local path, "
+                            f"got {type(tokenizer).__name__}.")
         self.tokenizer = tokenizer
         self._lock = threading.Lock()  # fast tokenizers are not safe to share between threads
 

@@ -205,6 +205,9 @@ def test_bad_arguments() -> None:
         PairwiseReranker(lambda p: "A")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="prompt"):
         PairwiseReranker(llm, prompt="no placeholders")
+    for bad in ('Q {query} A {a} B {b}. JSON {"answer": "A"}', "{query} {a} {b} {extra}", "{query} {a} {b} {}"):
+        with pytest.raises(ValueError, match="not a valid template"):
+            PairwiseReranker(llm, prompt=bad)
     r = PairwiseReranker(llm)
     with pytest.raises(ValueError, match="empty"):
         r.rerank("  ", ["a"])

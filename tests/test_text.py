@@ -58,3 +58,18 @@ def test_analyzer_config_round_trip():
 def test_analyzer_unknown_stemmer():
     with pytest.raises(ValueError, match="unknown stemmer 'klingon'"):
         Analyzer(stemmer="klingon")
+
+
+def test_hf_token_counter_loads_local_files_only(tmp_path):
+    pytest.importorskip("transformers")
+    from ragprune.models import ModelNotFoundError
+    from ragprune.text import HFTokenCounter
+
+    counter = HFTokenCounter("ragprune-provence")  # the shipped pruner's tokenizer (local)
+    assert counter("How many tokens?") == 5  # how many token ##s ?
+    with pytest.raises(ModelNotFoundError):
+        HFTokenCounter("gpt2")  # a hub id: an error naming what is missing, not a download
+    with pytest.raises(ValueError, match="no usable tokenizer files"):
+        HFTokenCounter(tmp_path)
+    with pytest.raises(TypeError, match="must be a transformers tokenizer"):
+        HFTokenCounter(5)

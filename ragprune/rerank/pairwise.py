@@ -239,6 +239,11 @@ class PairwiseReranker(Reranker):
         check_positive_int(max_passage_words, "max_passage_words", owner)
         if not isinstance(prompt, str) or any(f"{{{f}}}" not in prompt for f in ("query", "a", "b")):
             raise ValueError(f"{owner}: prompt must be a str containing {{query}}, {{a}} and {{b}}.")
+        try:
+            prompt.format(query="", a="", b="")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"{owner}: prompt is not a valid template ({type(e).__name__}: {e}); it may use only "
+                             "{query}, {a} and {b}; write literal braces as {{ and }}.") from e
         self.llm, self.both_orders, self.max_calls = llm, bool(both_orders), max_calls
         self.max_passage_words, self.prompt, self.cache = max_passage_words, prompt, bool(cache)
 
