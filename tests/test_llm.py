@@ -214,6 +214,9 @@ def test_silent_server_times_out() -> None:
 def test_bad_configuration() -> None:
     with pytest.raises(ValueError, match="http"):
         OpenAICompatibleLLM("localhost:8000", "m")
+    for bad in ("http://", "http://[::1/v1", "https://:80/v1"):
+        with pytest.raises(ValueError, match="not a valid URL"):
+            OpenAICompatibleLLM(bad, "m")
     with pytest.raises(ValueError, match="timeout"):
         OpenAICompatibleLLM("http://x/v1", "m", timeout=0)
     with pytest.raises(ValueError, match="max_retries"):
@@ -258,9 +261,10 @@ def test_cached_llm_replays_replies_from_disk(tmp_path) -> None:
     assert llm.choose("which?", ["A", "B"], answer_prefix="Passage ") == first
     assert llm.generate("q").text == "answer to q" and llm.generate("q", max_tokens=5).text == "answer to q"
     assert inner.calls == 3 and (llm.hits, llm.misses) == (1, 3)
-    # a new instance reads the file; a torn last line (killed run) is skipped
-    with open(path, "a", encoding="utf-8") as f:
-        f.write('{"key": "trunc')
+    # a new instance reads the file; a torn last line (killed run, even mid-character) and a
+    # record with wrong field types are skipped
+    with open(path, "ab") as f:
+        f.write(b'{"key": "bad", "text": "x", "prompt_tokens": "x"}\n{"key": "trunc \xc3')
     again_inner = Counting()
     again = CachedLLM(again_inner, path)
     reply = again.choose("which?", ["A", "B"], answer_prefix="Passage ")
@@ -278,5 +282,8 @@ def test_cached_llm_replays_replies_from_disk(tmp_path) -> None:
     assert not (tmp_path / "bad.jsonl").exists()
     with pytest.raises(IsADirectoryError):
         CachedLLM(inner, tmp_path)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError, match="cannot write the cache file"):
+        CachedLLM(inner, tmp_path / "file" / "replies.jsonl").generate("q")
     with pytest.raises(TypeError):
         CachedLLM(lambda p: p, path)  # type: ignore[arg-type]

@@ -61,6 +61,15 @@ def test_llamacpp_in_process(smollm2):
     assert llm.choose(p, LABELS).label_logprobs == pytest.approx(llm.choose(p, LABELS).label_logprobs, abs=1e-4)
 
 
+def test_llamacpp_truncated_gguf_is_a_clear_error(smollm2, tmp_path):
+    pytest.importorskip("xllamacpp")
+    cut = tmp_path / "cut.gguf"
+    with open(smollm2, "rb") as f:
+        cut.write_bytes(f.read(1 << 20))  # the first MiB of a real model: a download cut short
+    with pytest.raises(ValueError, match="could not load .*cut.gguf"):
+        LlamaCppLLM(cut, n_ctx=256, threads=1)
+
+
 def test_load_llm_picks_llamacpp_for_a_gguf_short_name(smollm2):
     pytest.importorskip("xllamacpp")
     from ragprune.rerank.llm import load_llm

@@ -225,12 +225,11 @@ class CachedLLM(LLMBackend):
         if self.path.is_dir():
             raise IsADirectoryError(f"CachedLLM: {self.path} is a folder; give a .jsonl file path.")
         if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    rec = json.loads(line)
+            # errors="replace": a byte cut mid-character by a kill spoils its line only
+            for line in self.path.read_bytes().decode("utf-8", errors="replace").splitlines():
+                rec = _cache_record(line)
+                if rec is not None:
                     self._store[rec["key"]] = rec
-                except (ValueError, KeyError, TypeError):
-                    continue
 
     def __repr__(self) -> str:
         return f"CachedLLM({self.llm!r}, {str(self.path)!r})"
@@ -247,9 +246,8 @@ class CachedLLM(LLMBackend):
                 self.seconds_saved += float(rec.get("seconds", 0.0))
         if rec is not None:
             lp = rec.get("label_logprobs")
-            return LLMReply(text=rec.get("text", ""), label_logprobs=dict(lp) if lp is not None else None,
-                            prompt_tokens=int(rec.get("prompt_tokens", 0)),
-                            completion_tokens=int(rec.get("completion_tokens", 0)))
+            return LLMReply(text=rec["text"], label_logprobs=dict(lp) if lp is not None else None,
+                            prompt_tokens=rec["prompt_tokens"], completion_tokens=rec["completion_tokens"])
         start = time.perf_counter()
         reply = ask()  # errors propagate and are not cached
         rec = {"key": key, "text": reply.text,
@@ -259,9 +257,13 @@ class CachedLLM(LLMBackend):
         with self._lock:
             self.misses += 1
             self._store[key] = rec
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            except OSError as e:
+                raise OSError(f"CachedLLM: cannot write the cache file {self.path} ({e}); "
+                              "give a path in a writable folder.") from e
         return reply
 
     def generate(self, prompt: str, *, max_tokens: int = 32) -> LLMReply:
@@ -271,6 +273,27 @@ class CachedLLM(LLMBackend):
     def choose(self, prompt: str, labels: Sequence[str], *, answer_prefix: str = "") -> LLMReply:
         return self._cached(self._key("choose", prompt, [list(labels), answer_prefix]),
                             lambda: self.llm.choose(prompt, labels, answer_prefix=answer_prefix))
+
+
+def _cache_record(line: str) -> dict[str, Any] | None:
+    """A :class:`CachedLLM` line as a record with well-typed fields, or None if it is damaged."""
+    try:
+        rec = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(rec, dict) or not isinstance(rec.get("key"), str) or not isinstance(rec.get("text", ""), str):
+        return None
+    lp = rec.get("label_logprobs")
+    if lp is not None and not (isinstance(lp, dict) and all(isinstance(v, (int, float)) for v in lp.values())):
+        return None
+    counts = [rec.get(k, 0) for k in ("prompt_tokens", "completion_tokens")]
+    if not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+        return None
+    seconds = rec.get("seconds", 0.0)
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        seconds = 0.0
+    return {**rec, "text": rec.get("text", ""), "prompt_tokens": counts[0], "completion_tokens": counts[1],
+            "seconds": float(seconds)}
 
 
 # ----------------------------------------------------------------------------------------
@@ -468,6 +491,14 @@ class OpenAICompatibleLLM(LLMBackend):
         owner = "OpenAICompatibleLLM"
         if not isinstance(base_url, str) or not re.match(r"^https?://", base_url):
             raise ValueError(f"{owner}: base_url must start with http:// or https://, got {base_url!r}.")
+        try:
+            parsed = httpx.URL(base_url)
+            ok = bool(parsed.host)
+        except (httpx.InvalidURL, ValueError, TypeError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{owner}: base_url {base_url!r} is not a valid URL (scheme, host and optional "
+                             "port, e.g. http://127.0.0.1:8000/v1).")
         check_number(timeout, "timeout", owner, low=0, low_open=True)
         check_number(backoff, "backoff", owner, low=0)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
@@ -581,7 +612,11 @@ class LlamaCppLLM(LLMBackend):
         params.verbosity = -1 if not verbose else params.verbosity  # llama.cpp logs only when asked
         n = threads or os.cpu_count() or 1
         params.cpuparams.n_threads = params.cpuparams_batch.n_threads = n
-        self._server = xlc.Server(params)
+        try:
+            self._server = xlc.Server(params)
+        except RuntimeError as e:  # llama.cpp says only "Failed to init server"
+            raise ValueError(f"LlamaCppLLM: llama.cpp could not load {path} ({e}); is it a complete GGUF "
+                             "model file? Fetch it again if it was cut short.") from e
         self._lock = threading.Lock()
         self.name = path.name
 
