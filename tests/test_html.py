@@ -32,6 +32,8 @@ def test_bytes_charset_and_plain_text():
     assert "Clásica" in clean_html("<p>Clásica</p>".encode())
     assert "Clásica" in clean_html('<meta charset="iso-8859-1"><p>Clásica</p>'.encode("latin-1"))
     assert decode_html(b"\xff\xfeh\x00i\x00") == "hi"
+    # a <meta> that claims UTF-16 in a page readable as ASCII means UTF-8 (HTML spec)
+    assert "Clásica" in clean_html('<meta charset="utf-16"><p>Clásica</p>'.encode())
     assert "just words" in clean_html("just words")
 
 
@@ -76,8 +78,13 @@ def test_prune_keeps_relevant_block_within_budget():
 def test_budget_override_and_truncation_flag():
     p = HtmlPruner(max_tokens=2000)
     assert p.prune("Bellagio", PAGE).compression == pytest.approx(0.0, abs=0.05)
-    tiny = p.prune("Bellagio", "<p>" + "word " * 500 + "</p>", max_tokens=5)
-    assert tiny.truncated and tiny.tokens <= 5 + 12  # the text fits; <body><p> tags cost 12 more
+    long = "<p>" + "word " * 500 + "</p>"
+    cut = p.prune("Bellagio", long, max_tokens=20)
+    assert cut.truncated and 0 < cut.tokens <= 20 and cut.text.startswith("word word")
+    tiny = p.prune("Bellagio", long, max_tokens=5)  # the <body><p> tags alone cost more than 5
+    assert tiny.truncated and tiny.tokens == 0 and tiny.text == "" and tiny.blocks == ()
+    with pytest.raises(TypeError, match="token_counter must be a callable"):
+        HtmlPruner(token_counter=5)
     assert p.max_tokens == 2000  # per-call option did not leak
 
 

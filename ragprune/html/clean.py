@@ -76,7 +76,10 @@ def decode_html(data: bytes) -> str:
     m = _META_CHARSET.search(data[:8192])
     if m:
         try:
-            return data.decode(m.group(1).decode("ascii").lower(), "replace")
+            enc = codecs.lookup(m.group(1).decode("ascii").lower()).name
+            if enc.startswith(("utf-16", "utf-32")):  # a <meta> readable as ASCII cannot be: UTF-8 (HTML spec)
+                enc = "utf-8"
+            return data.decode(enc, "replace")
         except (LookupError, UnicodeError):  # unknown charset, or a codec (idna, ...) unfit for pages
             pass
     try:

@@ -66,6 +66,8 @@ class HtmlPruner:
             raise ValueError(f"{owner}: unknown budget_on {budget_on!r}; expected 'html' or 'text'.")
         self.budget_on = budget_on
         self.use_context = bool(use_context)
+        if not callable(token_counter):
+            raise TypeError(f"{owner}: token_counter must be a callable text -> int, got {type(token_counter).__name__}.")
         self.token_counter = token_counter
         self._score = self._make_scorer(scorer)
         self.scorer_name = scorer if isinstance(scorer, str) else type(scorer).__name__
@@ -129,7 +131,11 @@ class HtmlPruner:
         chosen = fill_budget(units, budget, self.token_counter)
         kept = sorted(u.position for u in chosen.units)
         if chosen.truncated:
-            out, kept_blocks = self._truncated(body, blocks[kept[0]], budget)
+            piece = self._truncated(body, blocks[kept[0]], budget)
+            if piece is None:  # not even one word with its enclosing tags fits the budget
+                return PrunedHtml(html="<body></body>", text="", blocks=(), tokens=0, compression=1.0,
+                                  truncated=True)
+            out = piece
         else:
             # rebuilt pages carry ancestor tags and table headers the block costs did not: keep
             # the largest best-first prefix of the kept blocks whose page fits the budget (the
@@ -172,18 +178,22 @@ class HtmlPruner:
         return self.token_counter(lxml.html.tostring(el, encoding="unicode") if self.budget_on == "html"
                                   else element_text(el))
 
-    def _truncated(self, body: Any, block: Block, budget: int) -> tuple[Any, list[Block]]:
-        """The best block alone is over budget: keep its longest word prefix that fits."""
+    def _truncated(self, body: Any, block: Block, budget: int) -> Any | None:
+        """The best block alone is over budget: the page with its longest word prefix that fits
+        (None when not even its first word does)."""
         words = block.text.split()
-        lo, hi = 1, len(words)
+
+        def page(n: int) -> Any:
+            return rebuild(body, [replace(block, kind="piece", text=" ".join(words[:n]))])
+
+        lo, hi = 0, len(words)
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if self._cost(rebuild(body, [replace(block, kind="piece", text=" ".join(words[:mid]))])) <= budget:
+            if self._cost(page(mid)) <= budget:
                 lo = mid
             else:
                 hi = mid - 1
-        kept = [replace(block, kind="piece", text=" ".join(words[:lo]))]
-        return rebuild(body, kept), kept
+        return page(lo) if lo else None
 
     def __repr__(self) -> str:
         refine = f", refiner={self.refiner_name!r}" if self._refine is not None else ""
