@@ -30,7 +30,11 @@ def _load_corpus(path: Path) -> list[Any]:
     if path.is_dir():
         path = path / "corpus.jsonl"
     docs = []
-    for r in _jsonl(path):
+    try:
+        rows = list(_jsonl(path))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e}); re-encode the corpus as UTF-8.") from e
+    for r in rows:
         doc_id = r.get("_id", r.get("id"))
         if doc_id is None:
             raise ValueError(f"{path}: every line needs an '_id' or 'id'.")
@@ -95,10 +99,17 @@ def cmd_prune(args: argparse.Namespace) -> int:
         from .prune.provence import ProvencePruner
         from .types import Document
 
+        from .text import count_tokens
+
         p = ProvencePruner(args.model, threshold=args.threshold).prune(args.query, [Document(id="input", text=text)])[0]
-        kept = fill_budget([Unit(0, j, p.sentences[j], 1.0) for j in p.kept], args.max_tokens) if p.kept else None
-        final = " ".join(u.text for u in kept.units) if kept else ""
-        out = {"kind": "text", "text": final, "kept": list(p.kept), "score": p.score, "compression": p.compression}
+        scores = p.sentence_scores or (1.0,) * len(p.sentences)  # the budget keeps the best-scored first
+        fit = fill_budget([Unit(0, j, p.sentences[j], scores[j]) for j in p.kept], args.max_tokens).units if p.kept else ()
+        fit = sorted(fit, key=lambda u: u.position)
+        final = " ".join(u.text for u in fit)
+        total = count_tokens(text)
+        out = {"kind": "text", "text": final, "kept": [u.position for u in fit], "score": p.score,
+               "compression": 1.0 - count_tokens(final) / total if total else 0.0,
+               "truncated": any(u.text != p.sentences[u.position] for u in fit)}
     if args.json:
         print(json.dumps(out))
     else:
@@ -151,8 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--threshold", type=float, default=0.1, help="Provence threshold (text input)")
     pp.add_argument("--model", default="ragprune-provence", help="Provence checkpoint (text input)")
     pp.add_argument("--scorer", default="bm25", choices=["bm25", "dense"], help="block scorer (HTML input)")
-    pp.add_argument("--html", action="store_true", help="treat the input as HTML")
-    pp.add_argument("--text", action="store_true", help="treat the input as plain text")
+    kind = pp.add_mutually_exclusive_group()
+    kind.add_argument("--html", action="store_true", help="treat the input as HTML")
+    kind.add_argument("--text", action="store_true", help="treat the input as plain text")
     pp.add_argument("--output-html", action="store_true", help="print the pruned HTML rather than its text")
     pe = sub.add_parser("eval", help="run an eval script: beir, pruning, html, speed")
     pe.add_argument("suite", choices=["beir", "pruning", "html", "speed"])
@@ -170,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                "eval": cmd_eval}[args.cmd]
     try:
         return handler(args)
-    except (FileNotFoundError, ValueError, TypeError) as e:
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, ValueError, TypeError) as e:
         print(f"ragprune {args.cmd}: {e}", file=sys.stderr)
         return EXIT_USAGE
     except (ImportError, RuntimeError, OSError) as e:

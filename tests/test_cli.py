@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from ragprune.cli import main
+from ragprune.text import count_tokens
 
 
 @pytest.fixture()
@@ -32,6 +33,27 @@ def test_exit_codes(tmp_path, capsys, corpus):
     with pytest.raises(SystemExit) as e:
         main(["frobnicate"])
     assert e.value.code == 2
+    assert main(["prune", "q", str(tmp_path)]) == 2  # a folder, not a file
+    (tmp_path / "latin1.jsonl").write_bytes('{"_id": "a", "text": "Clásica"}\n'.encode("latin-1"))
+    assert main(["index", str(tmp_path / "latin1.jsonl"), str(tmp_path / "idx2"), "--quiet"]) == 2
+    assert "latin1.jsonl is not UTF-8" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["prune", "q", "-", "--html", "--text"])
+
+
+def test_prune_text_reports_what_the_budget_kept(tmp_path, capsys):
+    from ragprune.text import split_sentences
+
+    text = ("Scurvy is caused by a lack of vitamin C in the diet. Sailors on long voyages had no fresh fruit. "
+            "Lemons and limes prevent it. The ship's cat slept all day on the deck.")
+    sentences = split_sentences(text)
+    (tmp_path / "t.txt").write_text(text)
+    assert main(["prune", "what causes scurvy", str(tmp_path / "t.txt"), "--text", "--threshold", "0",
+                 "--max-tokens", "12", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["text"] and count_tokens(out["text"]) <= 12 and not out["truncated"]
+    assert 0 < len(out["kept"]) < len(sentences) and out["compression"] > 0.5
+    assert out["text"] == " ".join(sentences[j] for j in out["kept"])
 
 
 def test_prune_html_from_stdin_as_a_script(tmp_path):
