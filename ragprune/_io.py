@@ -108,7 +108,7 @@ def write_index_dir(
     # Only now is the old data unreachable; remove it and leftovers of killed saves.
     # (One writer per index folder at a time; concurrent readers are fine.)
     for entry in root.iterdir():
-        if entry.name != final.name and _OWN_ENTRY.fullmatch(entry.name) and entry.is_dir():
+        if entry.name != final.name and entry.name.startswith((".tmp-", "v-")):  # the folder is ours
             shutil.rmtree(entry, ignore_errors=True)
         elif entry.name.startswith(f".{MANIFEST}.") and entry.name.endswith(".tmp"):
             entry.unlink(missing_ok=True)  # a manifest temp file left by a killed save

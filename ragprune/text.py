@@ -226,9 +226,18 @@ class Analyzer:
         stopwords: Iterable[str] | None = None,
         min_token_length: int = 1,
     ) -> None:
+        if stemmer is not None and not isinstance(stemmer, str):
+            raise TypeError(f"Analyzer: stemmer must be an algorithm name (str) or 'none', got {type(stemmer).__name__}.")
+        if isinstance(stopwords, (str, bytes)):
+            raise TypeError("Analyzer: stopwords must be a collection of words, not one string (wrap it in a list).")
+        words = LUCENE_STOPWORDS if stopwords is None else list(stopwords)
+        if not all(isinstance(w, str) for w in words):
+            raise TypeError("Analyzer: every stopword must be a str.")
+        if isinstance(min_token_length, bool) or not isinstance(min_token_length, int) or min_token_length < 0:
+            raise ValueError(f"Analyzer: min_token_length must be an int >= 0, got {min_token_length!r}.")
         self.stemmer_name = stemmer
-        self.stopwords = frozenset(LUCENE_STOPWORDS if stopwords is None else (w.lower() for w in stopwords))
-        self.min_token_length = int(min_token_length)
+        self.stopwords = frozenset(w.lower() for w in words)
+        self.min_token_length = min_token_length
         self._stem = self._make_stemmer(stemmer)
         self._cache: dict[str, str | None] = {}
 
@@ -256,6 +265,7 @@ class Analyzer:
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> Analyzer:
+        """Rebuild from :meth:`config` output (KeyError/TypeError/ValueError when it is damaged)."""
         return cls(cfg["stemmer"], cfg["stopwords"], cfg["min_token_length"])
 
     def term(self, word: str) -> str | None:

@@ -58,6 +58,12 @@ def test_analyzer_config_round_trip():
 def test_analyzer_unknown_stemmer():
     with pytest.raises(ValueError, match="unknown stemmer 'klingon'"):
         Analyzer(stemmer="klingon")
+    for kwargs, exc, msg in [({"stemmer": 5}, TypeError, "stemmer must be"),
+                             ({"stopwords": "the"}, TypeError, "not one string"),
+                             ({"stopwords": [None]}, TypeError, "every stopword"),
+                             ({"min_token_length": "x"}, ValueError, "min_token_length")]:
+        with pytest.raises(exc, match=msg):
+            Analyzer(**kwargs)
 
 
 def test_hf_token_counter_loads_local_files_only(tmp_path):

@@ -313,8 +313,11 @@ class BM25Retriever(Retriever):
         self = cls()
         try:
             self.method = check_choice(params["method"], METHODS, "method", "BM25Retriever.load")
-            self.k1, self.b = float(params["k1"]), float(params["b"])
-            self.delta, self.epsilon = float(params["delta"]), float(params["epsilon"])
+            owner = "BM25Retriever.load"
+            self.k1 = check_number(params["k1"], "k1", owner, low=0.0)
+            self.b = check_number(params["b"], "b", owner, low=0.0, high=1.0)
+            self.delta = check_number(params["delta"], "delta", owner, low=0.0)
+            self.epsilon = check_number(params["epsilon"], "epsilon", owner, low=0.0)
             self.analyzer = Analyzer.from_config(params["analyzer"])
             n_docs, n_terms = int(params["n_docs"]), int(params["n_terms"])
             terms = json.loads((data_dir / "vocab.json").read_text(encoding="utf-8"))

@@ -323,6 +323,9 @@ def test_bit_flips_in_binary_files_never_crash(saved, tmp_path, kind, victim):
     ({"n_terms": "many"}, "bad params"),
     ({"analyzer": {"stemmer": "klingon", "stopwords": [], "min_token_length": 1}}, "bad params"),
     ({"method": "bm26"}, "bad params"),
+    ({"analyzer": {"stemmer": 5, "stopwords": [], "min_token_length": 1}}, "bad params"),
+    ({"analyzer": {"stemmer": "english", "stopwords": [None], "min_token_length": 1}}, "bad params"),
+    ({"k1": float("nan")}, "bad params"),
     ({"k1": None}, "bad params"),
 ])
 def test_bm25_bad_params_fail_clearly(saved, tmp_path, params_patch, msg):
