@@ -8,7 +8,6 @@ function decides what fits.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 

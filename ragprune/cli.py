@@ -97,9 +97,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     else:
         from .budget import Unit, fill_budget
         from .prune.provence import ProvencePruner
-        from .types import Document
-
         from .text import count_tokens
+        from .types import Document
 
         p = ProvencePruner(args.model, threshold=args.threshold).prune(args.query, [Document(id="input", text=text)])[0]
         scores = p.sentence_scores or (1.0,) * len(p.sentences)  # the budget keeps the best-scored first

@@ -64,6 +64,11 @@ def test_deterministic_and_batch_equals_single(ce, toy_docs):
         assert [h.score for h in single] == pytest.approx([h.score for h in hits], abs=1e-5)
 
 
+def test_score_takes_plain_strings(ce):
+    assert ce.score(["what causes scurvy"], ["Scurvy comes from a lack of vitamin C."]) == pytest.approx(
+        ce.score(["what causes scurvy"], [Document(id="0", text="Scurvy comes from a lack of vitamin C.")]))
+
+
 def test_empty_candidates_and_plain_strings(ce):
     assert ce.rerank("anything", []) == []
     out = ce.rerank("cats", ["cats purr", "dogs bark"])
@@ -82,6 +87,10 @@ def test_long_passages_are_truncated_not_crashing(ce):
     (lambda ce: ce.rerank("q", "not a list"), TypeError, "docs must be a list"),
     (lambda ce: ce.rerank("q", [3]), TypeError, "document 0 is a int"),
     (lambda ce: ce.rerank_many(["a", "b"], [["x"]]), ValueError, "2 queries but 1 candidate lists"),
+    (lambda ce: ce.rerank_many(None, [["x"]]), TypeError, "queries must be a list of str"),
+    (lambda ce: ce.rerank_many(["a"], None), TypeError, "one candidate list per query"),
+    (lambda ce: ce.score(["a", "b"], ["x"]), ValueError, "2 queries but 1 documents"),
+    (lambda ce: ce.score(["a"], [None]), TypeError, "document 0"),
 ])
 def test_bad_input(ce, call, exc, msg):
     with pytest.raises(exc, match=msg):

@@ -56,10 +56,20 @@ def test_ties_break_by_corpus_order():
     ({"retrievers": [A, B], "weights": [0, 0]}, ValueError, "at least one weight must be > 0"),
     ({"retrievers": [A, B], "weights": [-1, 1]}, ValueError, "weight must be >= 0"),
     ({"retrievers": [A, B], "fusion": "max"}, ValueError, "unknown fusion 'max'"),
+    ({"retrievers": [A, BM25Retriever.from_documents(["x y", "z"])]}, ValueError, "index different corpora"),
 ])
 def test_bad_arguments(kwargs, exc, msg):
     with pytest.raises(exc, match=msg):
         HybridRetriever(**kwargs)
+
+
+def test_unbuilt_retriever_is_a_clear_error():
+    with pytest.raises(ValueError, match="holds no documents; build it with BM25Retriever.from_documents"):
+        BM25Retriever().retrieve("q")
+    with pytest.raises(ValueError, match="holds no documents"):
+        BM25Retriever().get_scores("q")
+    with pytest.raises(TypeError, match="query must be a str"):
+        BM25Retriever.from_documents(["x y"]).get_scores(None)
 
 
 def test_hybrid_over_real_retrievers(toy_docs, minilm):

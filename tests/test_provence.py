@@ -146,6 +146,11 @@ def test_bad_queries(pruner):
         pruner.prune("  ", [TEXT])
     with pytest.raises(TypeError, match="docs must be a list"):
         pruner.prune("q", TEXT)
+    with pytest.raises(TypeError, match="queries must be a list of str"):
+        pruner.prune_many(None, [[TEXT]])
+    with pytest.raises(ValueError, match="2 queries but 1 documents"):
+        pruner.infer(["q", "r"], [TEXT])
+    assert len(pruner.score(["q"], [TEXT])) == 1  # plain strings are documents too
 
 
 def test_token_labels():

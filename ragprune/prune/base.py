@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from .._validate import check_query
+from .._validate import check_queries
 from ..rerank.base import as_candidates
 from ..text import SentenceSplitter, TokenCounter, count_tokens, sentence_spans
 from ..types import Document, DocumentLike, PrunedDocument, ScoredDocument
@@ -62,9 +62,9 @@ class Pruner(ABC):
                    ) -> list[list[PrunedDocument]]:
         """Batched :meth:`prune`: ``docs[i]`` are pruned for ``queries[i]``."""
         owner = f"{type(self).__name__}.prune"
-        if isinstance(queries, (str, bytes)):
-            raise TypeError(f"{owner}: queries must be a list of str; use prune() for one query.")
-        queries = [check_query(q, owner) for q in queries]
+        queries = check_queries(queries, owner)
+        if isinstance(docs, (str, bytes)) or not isinstance(docs, Sequence):
+            raise TypeError(f"{owner}: docs must be a list with one document list per query, got {type(docs).__name__}.")
         if len(docs) != len(queries):
             raise ValueError(f"{owner}: got {len(queries)} queries but {len(docs)} document lists.")
         return self._prune_many(queries, [as_candidates(d, owner) for d in docs])

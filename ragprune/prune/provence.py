@@ -56,7 +56,7 @@ import numpy as np
 from .._quant import check_quantize, int8_dynamic
 from .._validate import check_number, check_positive_int
 from ..models import check_tokenizer, resolve_model
-from ..rerank.base import Reranker
+from ..rerank.base import Reranker, check_pairs
 from ..text import SentenceSplitter, TokenCounter, count_tokens, sentence_spans, tokenizer_safe
 from ..types import Document, PrunedDocument
 from .base import Pruner, build_pruned
@@ -331,6 +331,9 @@ class ProvencePruner(Pruner, Reranker):
             Per pair: the ranking score (max over windows) and the mean token keep-probability
             of every sentence (over all its tokens in all windows; 0 for a sentence with no token).
         """
+        queries, docs = check_pairs(queries, docs, "ProvencePruner.infer")
+        if spans is not None and len(spans) != len(docs):
+            raise ValueError(f"ProvencePruner.infer: got {len(docs)} documents but {len(spans)} span lists.")
         torch = _torch()
         spans = spans if spans is not None else [[] for _ in docs]
         # similar lengths in one batch -> little padding; results go back to input order

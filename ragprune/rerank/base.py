@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from .._validate import check_positive_int, check_query
+from .._validate import check_positive_int, check_queries
 from ..types import Document, DocumentLike, ScoredDocument, as_documents
 
 __all__ = ["Reranker", "as_candidates", "fuse_scores"]
@@ -24,6 +23,19 @@ def as_candidates(docs: Any, owner: str) -> list[Document]:
     if not docs:
         return []
     return as_documents([d.document if isinstance(d, ScoredDocument) else d for d in docs], owner=owner)
+
+
+def check_pairs(queries: Sequence[str], docs: Sequence[DocumentLike], owner: str) -> tuple[list[str], list[Document]]:
+    """Validate the ``(queries[i], docs[i])`` pairs of a ``score`` call; documents may be given as
+    anything :func:`~ragprune.types.as_documents` takes."""
+    queries = check_queries(queries, owner)
+    if isinstance(docs, (str, bytes)) or not isinstance(docs, Sequence):
+        raise TypeError(f"{owner}: docs must be a list (one document per query), got {type(docs).__name__}.")
+    if len(docs) != len(queries):
+        raise ValueError(f"{owner}: got {len(queries)} queries but {len(docs)} documents; they are scored in pairs.")
+    if docs and all(isinstance(d, Document) for d in docs):
+        return queries, list(docs)
+    return queries, as_documents(list(docs), owner=owner) if docs else []
 
 
 def fuse_scores(model: Sequence[float], first_stage: Sequence[float], weight: float) -> list[float]:
@@ -85,9 +97,9 @@ class Reranker(ABC):
         All pairs are scored together, so batches are full even when lists are short.
         """
         owner = f"{type(self).__name__}.rerank"
-        if isinstance(queries, (str, bytes)):
-            raise TypeError(f"{owner}: queries must be a list of str; use rerank() for one query.")
-        queries = [check_query(q, owner) for q in queries]
+        queries = check_queries(queries, owner)
+        if isinstance(docs, (str, bytes)) or not isinstance(docs, Sequence):
+            raise TypeError(f"{owner}: docs must be a list with one candidate list per query, got {type(docs).__name__}.")
         if len(docs) != len(queries):
             raise ValueError(f"{owner}: got {len(queries)} queries but {len(docs)} candidate lists.")
         if k is not None:

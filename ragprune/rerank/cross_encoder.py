@@ -19,7 +19,7 @@ from .._validate import check_number, check_positive_int
 from ..models import check_tokenizer, resolve_model
 from ..text import tokenizer_safe
 from ..types import Document
-from .base import Reranker
+from .base import Reranker, check_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +147,7 @@ class CrossEncoderReranker(Reranker):
         self._lock = threading.Lock()
 
     def score(self, queries: Sequence[str], docs: Sequence[Document]) -> list[float]:
+        queries, docs = check_pairs(queries, docs, "CrossEncoderReranker.score")
         torch = _import_torch()
         passages = [tokenizer_safe(d.full_text) for d in docs]
         queries = [tokenizer_safe(q) for q in queries]

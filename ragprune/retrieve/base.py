@@ -36,13 +36,21 @@ class Retriever(ABC):
         name = type(self).__name__
         check_query(query, f"{name}.retrieve")
         check_positive_int(k, "k", f"{name}.retrieve")
+        self._check_built(f"{name}.retrieve")
         return self._retrieve_many([query], k)[0]
+
+    def _check_built(self, owner: str) -> None:
+        if not getattr(self, "documents", None):
+            name = type(self).__name__
+            raise ValueError(f"{owner}: this retriever holds no documents; build it with {name}.from_documents(...) "
+                             f"or {name}.load(path).")
 
     def retrieve_many(self, queries: Sequence[str], k: int = 10) -> list[list[ScoredDocument]]:
         """Batched :meth:`retrieve`: one result list per query, in input order."""
         name = type(self).__name__
         qs = check_queries(queries, f"{name}.retrieve_many")
         check_positive_int(k, "k", f"{name}.retrieve_many")
+        self._check_built(f"{name}.retrieve_many")
         if not qs:
             return []
         return self._retrieve_many(qs, k)

@@ -32,7 +32,7 @@ from .._io import (
     write_index_dir,
 )
 from .._topk import topk
-from .._validate import check_choice, check_number
+from .._validate import check_choice, check_number, check_query
 from ..text import Analyzer
 from ..types import Document, DocumentLike, ScoredDocument, as_documents
 from .base import Retriever
@@ -235,6 +235,8 @@ class BM25Retriever(Retriever):
 
     def get_scores(self, query: str) -> np.ndarray:
         """BM25 score of every document for ``query`` (float32 array in corpus order)."""
+        check_query(query, "BM25Retriever.get_scores")
+        self._check_built("BM25Retriever.get_scores")
         if self._reference is not None:
             return np.asarray(self._reference.get_scores(self.analyzer(query)), dtype=np.float32)
         q = self.query_matrix([query])

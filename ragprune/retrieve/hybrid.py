@@ -67,6 +67,10 @@ class HybridRetriever(Retriever):
             raise ValueError(f"{owner}: at least one weight must be > 0.")
         self.rrf_k = check_number(rrf_k, "rrf_k", owner, low=0.0)
         self.depth = check_positive_int(depth, "depth", owner)
+        ids = [[d.id for d in r.documents] for r in self.retrievers]
+        if any(len(x) != len(ids[0]) or set(x) != set(ids[0]) for x in ids[1:]):
+            raise ValueError(f"{owner}: the retrievers index different corpora ({[len(x) for x in ids]} documents); "
+                             "build them from the same documents.")
         self.documents = self.retrievers[0].documents
         self._position = {d.id: i for i, d in enumerate(self.documents)}
 
