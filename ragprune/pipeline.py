@@ -12,7 +12,7 @@ from .budget import Unit, fill_budget
 from .prune.base import Pruner, build_pruned
 from .rerank.base import Reranker
 from .retrieve.base import Retriever
-from .text import TokenCounter, count_tokens, sentence_spans
+from .text import TokenCounter, checked_counter, count_tokens, sentence_spans
 from .types import PrunedDocument, ScoredDocument
 
 __all__ = ["Pipeline", "Context"]
@@ -87,7 +87,7 @@ class Pipeline:
         self.max_tokens = check_positive_int(max_tokens, "max_tokens", owner)
         self.candidates = check_positive_int(candidates, "candidates", owner)
         self.top_k = check_positive_int(top_k, "top_k", owner)
-        self.token_counter = token_counter
+        self.token_counter = checked_counter(token_counter, owner)
         if not isinstance(backfill, bool) and backfill != "kept-documents":
             raise TypeError(f"{owner}: backfill must be True, False or 'kept-documents', got {backfill!r}.")
         self.backfill = backfill

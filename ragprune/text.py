@@ -151,6 +151,19 @@ def count_tokens(text: str) -> int:
     return len(_TOKEN_RE.findall(text))
 
 
+def checked_counter(counter: TokenCounter, owner: str) -> TokenCounter:
+    """``counter`` wrapped so that a count that is not an int >= 0 is a clear TypeError, not a
+    failure deep inside budget arithmetic."""
+
+    def count(text: str) -> int:
+        n = counter(text)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise TypeError(f"{owner}: token_counter returned {n!r}; it must return an int >= 0 for every text.")
+        return n
+
+    return count
+
+
 class HFTokenCounter:
     """Counts tokens with a Hugging Face tokenizer (exact budgets for a given reader LLM).
 

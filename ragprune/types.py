@@ -59,6 +59,10 @@ class Document:
             raise TypeError(
                 f"Document.title must be a str, got {type(self.title).__name__} for id={self.id!r}."
             )
+        if self.metadata is not None and not isinstance(self.metadata, Mapping):
+            raise TypeError(
+                f"Document.metadata must be a mapping (dict), got {type(self.metadata).__name__} for id={self.id!r}."
+            )
         object.__setattr__(self, "metadata", _frozen_mapping(self.metadata))
 
     @property
@@ -156,7 +160,8 @@ def as_documents(items: Iterable[DocumentLike], *, owner: str = "ragprune") -> l
         elif isinstance(item, str):
             docs.append(Document(id=str(i), text=item))
         elif isinstance(item, Mapping):
-            doc_id = item.get("_id", item.get("id", str(i)))
+            doc_id = item.get("_id", item.get("id"))
+            doc_id = str(i) if doc_id is None else doc_id  # a null id counts as none: the position
             meta = item.get("metadata") or {}
             docs.append(
                 Document(

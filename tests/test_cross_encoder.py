@@ -64,6 +64,13 @@ def test_deterministic_and_batch_equals_single(ce, toy_docs):
         assert [h.score for h in single] == pytest.approx([h.score for h in hits], abs=1e-5)
 
 
+def test_bad_options(tiny):
+    with pytest.raises(ValueError, match="at least 16 tokens"):
+        CrossEncoderReranker(tiny, max_length=1)
+    with pytest.raises(ValueError, match="unknown device 'bogus'"):
+        CrossEncoderReranker(tiny, device="bogus")
+
+
 def test_score_takes_plain_strings(ce):
     assert ce.score(["what causes scurvy"], ["Scurvy comes from a lack of vitamin C."]) == pytest.approx(
         ce.score(["what causes scurvy"], [Document(id="0", text="Scurvy comes from a lack of vitamin C.")]))

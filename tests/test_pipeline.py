@@ -91,6 +91,8 @@ def test_pipeline_bad_input(pipe, toy_docs):
     with pytest.raises(ValueError, match="max_tokens must be >= 1"):
         Pipeline(BM25Retriever.from_documents(toy_docs), max_tokens=0)
     assert pipe.run_many([]) == []
+    with pytest.raises(TypeError, match="token_counter returned None"):
+        Pipeline(BM25Retriever.from_documents(toy_docs), token_counter=lambda t: None).run("capital")
 
 
 def test_documents_keep_original_sentence_order(toy_docs):

@@ -122,6 +122,7 @@ def test_options_do_not_leak_and_input_untouched(tiny_provence):
     ({"stride": -5}, ValueError, "stride must be an int >= 0"),
     ({"stride": "x"}, ValueError, "stride must be an int >= 0"),
     ({"quantize": "int8", "device": "cuda"}, ValueError, "CPU only"),
+    ({"device": "bogus"}, ValueError, "unknown device 'bogus'"),
 ])
 def test_bad_options(tiny_provence, kwargs, exc, msg):
     with pytest.raises(exc, match=msg):

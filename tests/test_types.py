@@ -26,6 +26,7 @@ def test_document_metadata_is_a_copy():
     ({"id": "a", "text": b"t"}, "Document.text must be a str"),
     ({"id": "a", "text": None}, "Document.text must be a str"),
     ({"id": "a", "text": "t", "title": 3}, "Document.title must be a str"),
+    ({"id": "a", "text": "t", "metadata": 5}, "Document.metadata must be a mapping"),
 ])
 def test_document_rejects_non_text(kwargs, msg):
     with pytest.raises(TypeError, match=msg):
@@ -33,8 +34,9 @@ def test_document_rejects_non_text(kwargs, msg):
 
 
 def test_as_documents_accepts_strings_dicts_and_documents():
-    docs = as_documents(["plain", {"_id": "x", "title": "T", "text": "b"}, Document(id="y", text="c")])
-    assert [d.id for d in docs] == ["0", "x", "y"]
+    docs = as_documents(["plain", {"_id": "x", "title": "T", "text": "b"}, Document(id="y", text="c"),
+                         {"_id": None, "text": "d"}])
+    assert [d.id for d in docs] == ["0", "x", "y", "3"]
     assert docs[1].title == "T"
 
 

@@ -128,6 +128,9 @@ class CrossEncoderReranker(Reranker):
     ) -> None:
         owner = "CrossEncoderReranker"
         self.max_length = check_positive_int(max_length, "max_length", owner)
+        if self.max_length < 16:
+            raise ValueError(f"{owner}: max_length={max_length} leaves no room for query and passage; use at least "
+                             "16 tokens (256 is the default).")
         self.batch_size = check_positive_int(batch_size, "batch_size", owner)
         check_quantize(quantize, device, owner)
         _import_torch()  # a clear ImportError before anything else

@@ -158,7 +158,9 @@ class DenseRetriever(Retriever):
         self.ef_search = check_positive_int(ef_search, "ef_search", owner)
         check_positive_int(hnsw_m, "hnsw_m", owner)
         check_positive_int(ef_construction, "ef_construction", owner)
-        self.query_prefix, self.document_prefix = str(query_prefix), str(document_prefix)
+        if not isinstance(query_prefix, str) or not isinstance(document_prefix, str):
+            raise TypeError(f"{owner}: query_prefix and document_prefix must be str (use '' for none).")
+        self.query_prefix, self.document_prefix = query_prefix, document_prefix
         self.documents = as_documents(documents, owner=owner)
         self._set_model(model, device)
         if show_progress is None:
