@@ -66,3 +66,31 @@ def test_lexical_sweep_script(shared_data, tmp_path):
     assert all(0 <= r["f2@ref"] <= 1 and 0 <= r["recall@50%"] <= 1 for r in res["rows"])
     with pytest.raises(SystemExit):
         main(["--dataset", "scifact", "--split", "heldout"])  # never on held-out data
+
+
+def test_pruning_misses_script(shared_data, tmp_path):
+    pytest.importorskip("torch")
+    from eval.pruning_misses import main
+
+    out = tmp_path / "m.json"
+    assert main(["--shared", str(shared_data), "--dataset", "hotpotqa", "--limit", "2", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    rows, s = res["rows"], res["summary"]
+    assert len(rows) == s["evidence"] >= 4  # every HotpotQA question has at least two supporting facts
+    assert s["missed_1hop"] == sum(r["score_1hop"] < s["threshold_1hop"] for r in rows)
+    assert all(r["score_hops"] >= r["score_1hop"] - 1e-9 for r in rows)  # a second reading only adds
+    with pytest.raises(SystemExit):
+        main(["--compression", "1.5"])
+
+
+def test_threshold_at_removes_the_asked_token_share():
+    from eval.pruning_misses import threshold_at
+    from ragprune import Document
+    from ragprune.eval.pruning_data import LabelledPassage, PruningQuestion
+
+    text = "one two. three four. five six. seven eight."
+    spans = ((0, 8), (9, 20), (21, 30), (31, 43))
+    q = PruningQuestion("q", (LabelledPassage(Document(id="d", text=text), spans, (1, 0, 0, 0)),))
+    scores = [[np.array([0.9, 0.1, 0.5, 0.2])]]
+    assert threshold_at([q], scores, 0.5) == 0.5  # the two best sentences hold half the tokens
+    assert threshold_at([q], scores, 0.75) == 0.9
