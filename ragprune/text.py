@@ -10,6 +10,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from numbers import Integral
 from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = [
@@ -157,9 +158,9 @@ def checked_counter(counter: TokenCounter, owner: str) -> TokenCounter:
 
     def count(text: str) -> int:
         n = counter(text)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        if isinstance(n, bool) or not isinstance(n, Integral) or n < 0:  # numpy ints are fine
             raise TypeError(f"{owner}: token_counter returned {n!r}; it must return an int >= 0 for every text.")
-        return n
+        return int(n)
 
     return count
 
