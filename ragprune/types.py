@@ -139,7 +139,7 @@ class PrunedHtml:
 DocumentLike = Union[Document, str, Mapping[str, Any]]  # noqa: UP007 (runtime alias, py3.10)
 
 
-def as_documents(items: Iterable[DocumentLike], *, owner: str = "ragprune") -> list[Document]:
+def as_documents(items: Iterable[DocumentLike], *, owner: str = "ragprune", unique: bool = True) -> list[Document]:
     """Normalise user input into a list of :class:`Document`.
 
     Accepts ``Document`` objects, plain strings (ids become their position, ``"0"``, ``"1"``, ...)
@@ -147,7 +147,7 @@ def as_documents(items: Iterable[DocumentLike], *, owner: str = "ragprune") -> l
 
     Raises:
         TypeError: an item is none of the accepted kinds, or its text is not a string.
-        ValueError: the input is empty or two documents share an id.
+        ValueError: the input is empty or (``unique``, for a corpus) two documents share an id.
     """
     if isinstance(items, (str, bytes, Mapping, Document)):
         raise TypeError(f"{owner}: expected a list of documents, got a single {type(items).__name__}; wrap it in a list.")
@@ -179,7 +179,7 @@ def as_documents(items: Iterable[DocumentLike], *, owner: str = "ragprune") -> l
     if not docs:
         raise ValueError(f"{owner}: the corpus is empty; pass at least one document.")
     seen: set[str] = set()
-    for d in docs:
+    for d in docs if unique else ():
         if d.id in seen:
             raise ValueError(
                 f"{owner}: duplicate document id {d.id!r}; ids must be unique within a corpus."

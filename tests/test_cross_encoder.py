@@ -72,6 +72,8 @@ def test_bad_options(tiny):
 
 
 def test_score_takes_plain_strings(ce):
+    same = {"_id": "s", "text": "Scurvy comes from a lack of vitamin C."}
+    assert len(ce.score(["what causes scurvy", "vitamin C"], [same, same])) == 2  # pairs may repeat a document
     assert ce.score(["what causes scurvy"], ["Scurvy comes from a lack of vitamin C."]) == pytest.approx(
         ce.score(["what causes scurvy"], [Document(id="0", text="Scurvy comes from a lack of vitamin C.")]))
 

@@ -33,9 +33,7 @@ def check_pairs(queries: Sequence[str], docs: Sequence[DocumentLike], owner: str
         raise TypeError(f"{owner}: docs must be a list (one document per query), got {type(docs).__name__}.")
     if len(docs) != len(queries):
         raise ValueError(f"{owner}: got {len(queries)} queries but {len(docs)} documents; they are scored in pairs.")
-    if docs and all(isinstance(d, Document) for d in docs):
-        return queries, list(docs)
-    return queries, as_documents(list(docs), owner=owner) if docs else []
+    return queries, as_documents(list(docs), owner=owner, unique=False) if docs else []  # a pair may repeat a document
 
 
 def fuse_scores(model: Sequence[float], first_stage: Sequence[float], weight: float) -> list[float]:
