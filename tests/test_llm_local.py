@@ -1,5 +1,5 @@
 """Real local LLMs (SmolLM2-135M GGUF): in-process llama.cpp, transformers, and a real
-OpenAI-compatible server (llama-cpp-python's ``llama_cpp.server``) started by a fixture.
+OpenAI-compatible HTTP server (llama.cpp's own, from the xllamacpp wheel) started by a fixture.
 
 SmolLM2-135M is near random at ranking: these tests check that the plumbing works end to end
 on a real model and a real server, not ranking quality (eval/beir.py measures that).
@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -104,12 +105,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def llama_server(smollm2, tmp_path_factory):
-    """``python -m llama_cpp.server`` serving SmolLM2 on 127.0.0.1 (stopped after the module)."""
-    pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is installed by `make install`")
+    """llama.cpp's HTTP server (the prebuilt xllamacpp wheel, ``tests/llama_server.py``) serving
+    SmolLM2 on 127.0.0.1 in its own process (stopped after the module)."""
+    pytest.importorskip("xllamacpp", reason="xllamacpp comes with the llm extra (`make install`)")
     httpx = pytest.importorskip("httpx")
     port = _free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2), "--host", "127.0.0.1",
-           "--port", str(port), "--n_ctx", "2048", "--n_threads", "1", "--model_alias", "smollm2"]
+    script = Path(__file__).with_name("llama_server.py")
+    cmd = [sys.executable, str(script), "--model", str(smollm2), "--port", str(port), "--threads", "1",
+           "--ctx", "2048", "--alias", "smollm2"]
     log = tmp_path_factory.mktemp("llama_server") / "server.log"
     log_file = open(log, "wb")  # noqa: SIM115 - a file, not a pipe: llama.cpp logs a lot and a full pipe would block it
     proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "OPENAI_API_KEY": ""})
@@ -118,14 +121,14 @@ def llama_server(smollm2, tmp_path_factory):
     try:
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited: {log.read_text(errors='replace')[-2000:]}")
+                pytest.fail(f"llama.cpp server exited: {log.read_text(errors='replace')[-2000:]}")
             try:
                 if httpx.get(f"{base}/models", timeout=2, trust_env=False).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail("llama_cpp.server did not come up within 120 s")
+                pytest.fail("llama.cpp server did not come up within 120 s")
             time.sleep(0.5)
         yield base, proc
     finally:
