@@ -27,9 +27,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ragprune.eval.beir import BeirDataset, load_beir
-from ragprune.eval.metrics import evaluate_run, run_from_hits
-from ragprune.eval.report import load_cli_llm, rounded, run_cli
+from eval.common import load_cli_llm, rounded, run_cli
+from ragprune.datasets import BeirDataset, load_beir
+from ragprune.metrics import evaluate_run, run_from_hits
 from ragprune.rerank.pairwise import PROMPTS
 from ragprune.retrieve.base import Retriever
 

@@ -56,8 +56,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from eval.beir import add_cross_encoder_args, add_retriever_args
-from ragprune.eval.metrics import evaluate_run, run_from_hits
-from ragprune.eval.report import load_cli_llm, rounded, run_cli
+from eval.common import load_cli_llm, rounded, run_cli
+from ragprune.metrics import evaluate_run, run_from_hits
 from ragprune.retrieve.base import Retriever
 from ragprune.types import Document, ScoredDocument
 
@@ -353,7 +353,7 @@ def build_llm(args: argparse.Namespace) -> Any:
 def build_retriever(args: argparse.Namespace, docs: list[Document], key_path: Path) -> tuple[Retriever, str]:
     """BM25 / dense / hybrid over ``docs``, built exactly as ``eval.beir`` builds them."""
     from eval.beir import build_retriever as beir_retriever
-    from ragprune.eval.beir import BeirDataset
+    from ragprune.datasets import BeirDataset
 
     return beir_retriever(args, BeirDataset(name=key_path.name, corpus=docs, queries={}, qrels={}), key_path)
 

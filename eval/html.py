@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import AutoTokenizer
 
-    from ragprune.eval.report import save_json
+    from eval.common import save_json
     from ragprune.models import resolve_model
     from ragprune.text import HFTokenCounter
 

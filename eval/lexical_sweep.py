@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from eval.common import run_cli
 from eval.pruning import (
     PROVENCE_THRESHOLDS,
     compression_at_recall,
@@ -25,8 +26,7 @@ from eval.pruning import (
     interpolate,
     quantile_thresholds,
 )
-from ragprune.eval.pruning_data import DATASETS, load_pruning_set
-from ragprune.eval.report import run_cli
+from eval.pruning_data import DATASETS, load_pruning_set
 from ragprune.text import count_tokens
 
 

@@ -35,9 +35,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ragprune.eval.beir import load_beir
-from ragprune.eval.metrics import evaluate_run, run_from_hits
-from ragprune.eval.report import rounded, run_cli
+from eval.common import rounded, run_cli
+from ragprune.datasets import load_beir
+from ragprune.metrics import evaluate_run, run_from_hits
 from ragprune.prune.provence import PASSAGE_WEIGHTINGS
 
 _SPACE = re.compile(r"\s+")

@@ -30,8 +30,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ragprune.eval.beir import load_beir
-from ragprune.eval.report import load_cli_llm, run_cli
+from eval.common import load_cli_llm, run_cli
+from ragprune.datasets import load_beir
 from ragprune.rerank.pairwise import PROMPTS
 
 

@@ -2,7 +2,7 @@
 
     python -m eval.pruning --json eval/results/pruning.json --plot eval/results/pruning.png
 
-Datasets (ragprune.eval.pruning_data, held-out splits): SciFact claims_dev with evidence
+Datasets (eval.pruning_data, held-out splits): SciFact claims_dev with evidence
 (188 claims, 5 passages each: evidence abstracts + BM25 negatives), SQuAD v1.1 dev articles
 32-39 (gold paragraph + 4 BM25-nearest paragraphs of the same article; ``--limit`` questions,
 fixed seed), HotpotQA distractor questions 58-72 (their 10 paragraphs). Sentences are the gold
@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from ragprune.eval.pruning_data import DATASETS, PruningQuestion, load_pruning_set
-from ragprune.eval.report import save_json
+from eval.common import save_json
+from eval.pruning_data import DATASETS, PruningQuestion, load_pruning_set
 from ragprune.prune.provence import PASSAGE_WEIGHTINGS
 from ragprune.text import count_tokens
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ragprune.eval.pruning_data import DATASETS, PruningQuestion, load_pruning_set
-from ragprune.eval.report import save_json
+from eval.common import save_json
+from eval.pruning_data import DATASETS, PruningQuestion, load_pruning_set
 from ragprune.text import count_tokens
 
 

@@ -13,7 +13,7 @@ answer is scored against the gold answers (SQuAD-style EM and F1). Pruning quali
 measured where it matters: the reader's accuracy per context token.
 
 Question sets (fixed seed ``--seed``, default 0; the held-out splits of
-:mod:`ragprune.eval.pruning_data`, never seen by the shipped Provence model):
+:mod:`eval.pruning_data`, never seen by the shipped Provence model):
 
 - ``squad``: SQuAD v1.1 dev, articles 32-39 (1,746 questions), a seeded sample of
   ``--questions``. Candidates: the gold paragraph + the 4 BM25-nearest other paragraphs of the
@@ -119,13 +119,13 @@ from typing import Any
 
 import numpy as np
 
-from ragprune.eval.pruning_data import (
+from eval.common import save_json
+from eval.pruning_data import (
     LabelledPassage,
     PruningQuestion,
     join_sentences,
     load_pruning_set,
 )
-from ragprune.eval.report import save_json
 from ragprune.text import count_tokens, sentence_spans
 from ragprune.types import Document
 

@@ -42,7 +42,7 @@ def bench_bm25(args: argparse.Namespace) -> dict[str, Any]:
     import bm25s
     import rank_bm25
 
-    from ragprune.eval.beir import load_beir
+    from ragprune.datasets import load_beir
     from ragprune.retrieve.bm25 import BM25Retriever
     from ragprune.text import Analyzer
 
@@ -108,7 +108,7 @@ def bench_bm25(args: argparse.Namespace) -> dict[str, Any]:
 def bench_dense(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from ragprune.eval.beir import load_beir
+    from ragprune.datasets import load_beir
     from ragprune.retrieve.dense import DenseRetriever, load_sentence_transformer
 
     torch.set_num_threads(args.threads)
@@ -133,7 +133,7 @@ def bench_rerank(args: argparse.Namespace) -> dict[str, Any]:
     """Latency of reranking the BM25 top-100 of one query, fp32 vs int8, ``--threads`` threads."""
     import torch
 
-    from ragprune.eval.beir import load_beir
+    from ragprune.datasets import load_beir
     from ragprune.rerank.cross_encoder import CrossEncoderReranker
     from ragprune.retrieve.bm25 import BM25Retriever
     from ragprune.text import count_tokens
@@ -165,7 +165,7 @@ def bench_prune(args: argparse.Namespace) -> dict[str, Any]:
     """Provence prune + rerank of 100 passages of ~``--passage-tokens`` tokens, fp32 vs int8."""
     import torch
 
-    from ragprune.eval.beir import load_beir
+    from ragprune.datasets import load_beir
     from ragprune.prune.provence import ProvencePruner
     from ragprune.retrieve.bm25 import BM25Retriever
     from ragprune.text import count_tokens
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         sp_.add_argument("--repeats", type=int, default=3)
         sp_.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
-    from ragprune.eval.report import save_json
+    from eval.common import save_json
 
     result = {"bm25": bench_bm25, "dense": bench_dense, "rerank": bench_rerank, "prune": bench_prune}[args.bench](args)
     result["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}

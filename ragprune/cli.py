@@ -24,7 +24,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 def _load_corpus(path: Path) -> list[Any]:
-    from .eval.beir import _jsonl
+    from .datasets.beir import _jsonl
     from .types import Document
 
     if path.is_dir():

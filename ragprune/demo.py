@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from ragprune import BM25Retriever, CrossEncoderReranker, Pipeline, ProvencePruner
-    from ragprune.eval.beir import load_beir
+    from ragprune.datasets import load_beir
 
     torch.set_num_threads(2)
     try:

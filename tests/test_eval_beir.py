@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from ragprune.eval.beir import load_beir, read_qrels
-from ragprune.eval.metrics import evaluate_run, run_from_hits
+from ragprune.datasets import load_beir, read_qrels
+from ragprune.metrics import evaluate_run, run_from_hits
 
 pytest.importorskip("pytrec_eval")
 

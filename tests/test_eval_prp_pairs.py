@@ -51,7 +51,7 @@ def test_accuracy_ties_bias_and_margin(beir_folder, monkeypatch, biased, expecte
 
 
 def test_sample_pairs_spreads_over_queries(beir_folder):
-    from ragprune.eval.beir import load_beir
+    from ragprune.datasets import load_beir
 
     ds = load_beir(beir_folder, "test")
     hits = {"q1": ["g1", "n1", "n2"], "q2": ["g2", "n1", "n2", "n3"]}

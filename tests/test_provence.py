@@ -299,7 +299,7 @@ def test_second_hop_reads_again_with_the_best_sentence(tiny_provence):
 
 def test_eval_pruning_readings_come_from_one_model_pass(tiny_provence):
     from eval.pruning import provence_variants
-    from ragprune.eval.pruning_data import LabelledPassage, PruningQuestion, join_sentences
+    from eval.pruning_data import LabelledPassage, PruningQuestion, join_sentences
 
     def passage(i, sentences):
         text, spans = join_sentences(sentences)

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from ragprune.eval.pruning_data import load_pruning_set
+from eval.pruning_data import load_pruning_set
 
 
 def test_pruning_sets_have_consistent_labels(shared_data):
@@ -84,9 +84,9 @@ def test_pruning_misses_script(shared_data, tmp_path):
 
 
 def test_threshold_at_removes_the_asked_token_share():
+    from eval.pruning_data import LabelledPassage, PruningQuestion
     from eval.pruning_misses import threshold_at
     from ragprune import Document
-    from ragprune.eval.pruning_data import LabelledPassage, PruningQuestion
 
     text = "one two. three four. five six. seven eight."
     spans = ((0, 8), (9, 20), (21, 30), (31, 43))

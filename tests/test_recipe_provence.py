@@ -1,7 +1,7 @@
 """The pruner recipe's two-hop training readings (models/recipes/provence.py)."""
 
+from eval.pruning_data import LabelledPassage, PruningQuestion, join_sentences
 from models.recipes.provence import _bridge_examples
-from ragprune.eval.pruning_data import LabelledPassage, PruningQuestion, join_sentences
 from ragprune.types import Document
 
 

@@ -14,7 +14,7 @@ PROVENCE = REPO_MODELS / "ragprune-provence-minilm-l6"
 
 @pytest.mark.skipif(not (RERANKER / "config.json").is_file(), reason="reranker not released yet")
 def test_default_reranker_loads_and_ranks_gold_first(shared_data):
-    from ragprune.eval.beir import load_beir
+    from ragprune.datasets import load_beir
 
     ds = load_beir(shared_data / "beir_scifact", "test")
     bm25 = BM25Retriever.from_documents(ds.corpus)

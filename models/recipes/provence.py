@@ -1,10 +1,10 @@
-"""Recipe for the shipped pruner ``models/ragprune-provence-minilm-l6``.
+"""Recipe for the shipped pruner ``models/ragprune_models/ragprune-provence-minilm-l6``.
 
     python -m models.recipes.provence data     # sentence-labelled examples -> runs/provence/examples.jsonl
     python -m models.recipes.provence train    # token BCE + 0.5 * relevance BCE, checkpoints + log
-    python -m models.recipes.provence export   # fp16 -> models/ragprune-provence-minilm-l6
+    python -m models.recipes.provence export   # fp16 -> models/ragprune_models/ragprune-provence-minilm-l6
 
-Training data: the ``train`` splits of ragprune.eval.pruning_data (SciFact claims_train minus
+Training data: the ``train`` splits of eval.pruning_data (SciFact claims_train minus
 its last 100, SQuAD dev articles 0-31, HotpotQA questions 0-57): every gold passage with its
 sentence labels, plus hard negatives (BM25-nearest non-evidence passages; HotpotQA
 distractors) labelled all-drop, and optionally HotpotQA two-hop readings (``--hotpot-bridge``).
@@ -22,7 +22,7 @@ import random
 import sys
 from pathlib import Path
 
-from ragprune.eval.pruning_data import PruningQuestion, load_pruning_set
+from eval.pruning_data import PruningQuestion, load_pruning_set
 from ragprune.prune.train import (
     PrunerTrainConfig,
     PruningExample,
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--head-lr-mult", type=float, default=20.0,
                    help="learning-rate multiplier of the two heads (use 1 when continuing from a trained pruner)")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--dest", type=Path, default=Path("models/ragprune-provence-minilm-l6"))
+    p.add_argument("--dest", type=Path, default=Path("models/ragprune_models/ragprune-provence-minilm-l6"))
     args = p.parse_args(argv)
     {"data": cmd_data, "train": cmd_train, "export": cmd_export}[args.step](args)
     return 0

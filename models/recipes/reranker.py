@@ -1,4 +1,4 @@
-"""Recipe for the shipped reranker ``models/ragprune-reranker-minilm-l6``.
+"""Recipe for the shipped reranker ``models/ragprune_models/ragprune-reranker-minilm-l6``.
 
 Steps (each writes files under ``--work``, default ``runs/reranker``; rerunning a step
 overwrites its output):
@@ -7,7 +7,7 @@ overwrites its output):
     python -m models.recipes.reranker teachers  # measure candidate teachers on dev splits
     python -m models.recipes.reranker label     # teacher scores -> groups_teacher.jsonl
     python -m models.recipes.reranker train     # Margin-MSE + listwise, checkpoints + log
-    python -m models.recipes.reranker export    # fp16 safetensors -> models/ragprune-reranker-minilm-l6
+    python -m models.recipes.reranker export    # fp16 safetensors -> models/ragprune_models/ragprune-reranker-minilm-l6
 
 Data (../shared/data only; evaluation splits are never used):
 - SciFact claims_train with BEIR train qrels; the last 100 claims (file order) are a dev
@@ -57,7 +57,7 @@ def _read(path: Path) -> str:
 
 
 def scifact(shared: Path) -> dict[str, Any]:
-    from ragprune.eval.beir import load_beir, read_qrels
+    from ragprune.datasets import load_beir, read_qrels
 
     ds = load_beir(shared / "beir_scifact", "test")
     qrels = read_qrels(shared / "beir_scifact" / "qrels" / "train.tsv")
@@ -200,7 +200,7 @@ def _teachers(args: argparse.Namespace) -> dict[str, HybridTeacher]:
 
 def cmd_teachers(args: argparse.Namespace) -> None:
     """Measure the candidate teachers on the dev splits (numbers go into the model card)."""
-    from ragprune.eval.metrics import evaluate_run
+    from ragprune.metrics import evaluate_run
 
     teachers = _teachers(args)
     sf = scifact(args.shared)
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--save-every", type=int, default=50)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--dest", type=Path, default=Path("models/ragprune-reranker-minilm-l6"))
+    p.add_argument("--dest", type=Path, default=Path("models/ragprune_models/ragprune-reranker-minilm-l6"))
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     {"data": cmd_data, "teachers": cmd_teachers, "label": cmd_label, "train": cmd_train,

@@ -1,6 +1,6 @@
 """Choose the reranker's recommended first-stage weight on the SciFact dev split (never test).
 
-    python -m models.recipes.tune_fusion --model models/ragprune-reranker-minilm-l6 --candidates 30
+    python -m models.recipes.tune_fusion --model models/ragprune_models/ragprune-reranker-minilm-l6 --candidates 30
 
 Reranks the BM25 top-``candidates`` of the 100 dev claims (the last 100 of claims_train),
 sweeps the interpolation weight 0.0-0.9 and writes the best to ``<model>/ragprune.json``
@@ -17,7 +17,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m models.recipes.tune_fusion", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=Path, default=Path("models/ragprune-reranker-minilm-l6"))
+    p.add_argument("--model", type=Path, default=Path("models/ragprune_models/ragprune-reranker-minilm-l6"))
     p.add_argument("--shared", type=Path, default=Path("../shared/data"))
     p.add_argument("--candidates", type=int, default=30)
     args = p.parse_args(argv)
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     from eval.beir import _fuse
     from models.recipes.reranker import scifact
     from ragprune import BM25Retriever, CrossEncoderReranker
-    from ragprune.eval.metrics import evaluate_run, run_from_hits
+    from ragprune.metrics import evaluate_run, run_from_hits
 
     sf = scifact(args.shared)
     bm25 = BM25Retriever.from_documents(sf["corpus"])

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..text import sentence_spans
-from ..types import Document
+from ragprune.text import sentence_spans
+from ragprune.types import Document
 
 __all__ = ["LabelledPassage", "PruningQuestion", "load_pruning_set", "DATASETS"]
 
@@ -68,7 +68,7 @@ def join_sentences(sentences: Sequence[str]) -> tuple[str, tuple[tuple[int, int]
 
 
 def _scifact(shared: Path, split: str, passages: int, seed: int) -> list[PruningQuestion]:
-    from ..retrieve.bm25 import BM25Retriever
+    from ragprune.retrieve.bm25 import BM25Retriever
 
     root = shared / "scifact_rationales"
     corpus = {}
@@ -106,7 +106,7 @@ def _scifact(shared: Path, split: str, passages: int, seed: int) -> list[Pruning
 
 
 def _squad(shared: Path, split: str, passages: int, seed: int) -> list[PruningQuestion]:
-    from ..retrieve.bm25 import BM25Retriever
+    from ragprune.retrieve.bm25 import BM25Retriever
 
     data = json.loads((shared / "squad_v1.1_dev" / "dev-v1.1.json").read_text(encoding="utf-8"))["data"]
     articles = range(0, 32) if split == "train" else range(32, 40)

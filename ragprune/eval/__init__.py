@@ -1,1 +1,0 @@
-"""Reusable evaluation pieces (dataset loaders, metrics); the runnable scripts live in eval/."""
