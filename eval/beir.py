@@ -3,14 +3,16 @@
     python -m eval.beir --data ../shared/data/beir_scifact --split test --retriever bm25 \
         --top-k 100 --json eval/results/scifact_bm25.json
     python -m eval.beir --data ../shared/data/beir_scifact --retriever bm25 --reranker cross-encoder
-    python -m eval.beir --data ../shared/data/beir_scifact --retriever bm25 --top-k 20 --max-queries 50 \
-        --reranker prp --llm qwen2.5-1.5b --method sliding
+    python -m eval.beir --data ../shared/data/beir_scifact --retriever bm25 --top-k 20 --limit 50 \
+        --reranker prp --llm qwen2.5-1.5b --method sliding --llm-cache runs/prp/replies.jsonl
 
 Works on any folder with corpus.jsonl, queries.jsonl and qrels/<split>.tsv. Metrics come from
 pytrec_eval: nDCG@10, Recall@100, MRR@10 (averaged over every judged query). As in BEIR, a hit
 whose id equals the query id is ignored (``--keep-identical-ids`` turns that off).
 Dense indexes are cached under ``--cache-dir`` (keyed by dataset folder and model), so a second
-run does not re-embed the corpus.
+run does not re-embed the corpus. ``--llm-cache`` keeps every PRP reply (CachedLLM): rerunning an
+interrupted PRP run replays the replies it has and asks only the rest (``--prp-cache``, the older
+name, still works). Shared options (``--limit``, the LLM options, ``--json``/``--force``): eval/common.py.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
 import logging
 import sys
 import time
@@ -27,7 +28,14 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from eval.common import load_cli_llm, rounded, run_cli
+from eval.common import (
+    add_limit_arg,
+    add_llm_args,
+    add_output_args,
+    llm_from_args,
+    rounded,
+    run_cli,
+)
 from ragprune.datasets import BeirDataset, load_beir
 from ragprune.metrics import evaluate_run, run_from_hits
 from ragprune.rerank.pairwise import PROMPTS
@@ -140,33 +148,23 @@ def _cross_encoder_stage(args: argparse.Namespace, qids: list[str], texts: list[
 
 def _prp_stage(args: argparse.Namespace, qids: list[str], texts: list[str], hits: list[list[Any]],
                qrels: dict[str, dict[str, int]]) -> tuple[list[list[Any]], str, dict[str, Any]]:
-    """Pairwise LLM reranking, one query at a time, resumable through ``--prp-cache``."""
-    from ragprune.rerank.pairwise import PairwiseReranker
-    from ragprune.types import ScoredDocument
+    """Pairwise LLM reranking, one query at a time.
 
-    llm = load_cli_llm(args.llm, args.llm_backend, args.llm_model, args.llm_threads, args.llm_cache)
+    With ``--llm-cache`` every LLM reply is kept in a :class:`~ragprune.rerank.llm.CachedLLM`
+    file, so an interrupted run resumes by replaying the replies it already has (the reranking
+    is deterministic given the replies); a line cut by a kill is skipped.
+    """
+    from ragprune.rerank.pairwise import PairwiseReranker
+
+    llm = llm_from_args(args)
     reranker = PairwiseReranker(llm, method=args.method, k=args.prp_k, both_orders=not args.one_order,
                                 decision=args.decision, min_margin=args.min_margin,
                                 max_passage_words=args.max_passage_words, prompt=PROMPTS[args.prompt])
-    done: dict[str, dict[str, Any]] = {}
-    if args.prp_cache and args.prp_cache.exists():
-        for line in args.prp_cache.read_text(encoding="utf-8").splitlines():
-            rec = json.loads(line)
-            if rec.get("config") == repr(reranker):
-                done[rec["qid"]] = rec
     out, rows = [], []
-    for qid, q, h in zip(qids, tqdm(texts, desc="prp", unit="query"), hits):
-        if qid not in done:
-            res = reranker.rerank(q, h)
-            done[qid] = {"qid": qid, "config": repr(reranker), "ranking": [d.id for d in res],
-                         "stats": dataclasses.asdict(res.stats)}
-            if args.prp_cache:
-                with open(args.prp_cache, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(done[qid]) + "\n")
-        by_id = {d.document.id: d.document for d in h}
-        ranking = [i for i in done[qid]["ranking"] if i in by_id]
-        out.append([ScoredDocument(by_id[i], float(len(ranking) - r)) for r, i in enumerate(ranking)])
-        rows.append(done[qid]["stats"])
+    for q, h in zip(tqdm(texts, desc="prp", unit="query"), hits):
+        res = reranker.rerank(q, h)
+        out.append(list(res))
+        rows.append(dataclasses.asdict(res.stats))
     n = max(1, len(rows))
     comparisons = sum(r["comparisons"] for r in rows)
     summary = {
@@ -218,11 +216,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fusion-weights", type=float, nargs="*", default=[],
                    help="also report these interpolation weights (the pure reranker, 0, is always reported)")
     g = p.add_argument_group("prp (pairwise LLM reranking)")
-    g.add_argument("--llm", default="qwen2.5-1.5b",
-                   help="GGUF path, model folder, short name (qwen2.5-1.5b, qwen2.5-0.5b, smollm2-135m) or an "
-                        "OpenAI-compatible base URL")
-    g.add_argument("--llm-model", default=None, help="model name to send to an OpenAI-compatible server")
-    g.add_argument("--llm-backend", default="auto", choices=("auto", "llamacpp", "transformers", "openai"))
+    add_llm_args(g, default="qwen2.5-1.5b")
+    g.add_argument("--prp-cache", type=Path, default=None, help=argparse.SUPPRESS)  # older name of --llm-cache
     g.add_argument("--method", default="sliding", choices=("sliding", "heapsort", "allpair"))
     g.add_argument("--prompt", default="paper", choices=sorted(PROMPTS),
                    help="PRP prompt variant (ragprune.rerank.pairwise.PROMPTS)")
@@ -233,33 +228,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--min-margin", type=float, default=0.0,
                    help="confidence gate: a comparison with |debiased margin| <= this (nats) is a tie "
                         "(keeps the first-stage order); tune it with eval.prp_pairs --split train")
-    g.add_argument("--llm-cache", type=Path, default=None,
-                   help="JSONL cache of LLM replies (ragprune.rerank.llm.CachedLLM): reruns only ask new prompts")
-    g.add_argument("--llm-threads", type=int, default=None,
-                   help="CPU threads of a local LLM (default: all cores; 1 is faster when other jobs share them)")
     g.add_argument("--max-passage-words", type=int, default=128, help="passage length in the prompt")
-    g.add_argument("--prp-cache", type=Path, default=None,
-                   help="append per-query results here and skip queries already in it (resume long runs)")
     p.add_argument("--top-k", type=int, default=100, help="candidates retrieved per query (default 100)")
-    p.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
+    add_limit_arg(p, "--max-queries", help="evaluate only the first N judged queries")
     add_retriever_args(p)
     p.add_argument("--keep-identical-ids", action="store_true", help="do not drop hits whose id equals the query id")
-    p.add_argument("--json", type=Path, default=None, help="write the result JSON here")
+    add_output_args(p)
     args = p.parse_args(argv)
     if args.top_k < 1:
         p.error("--top-k must be >= 1")
-    if args.llm_threads is not None and args.llm_threads < 1:
-        p.error("--llm-threads must be >= 1")
     if not args.min_margin >= 0:
         p.error("--min-margin must be >= 0")
     if str(args.cache_dir) in ("", "."):
         args.cache_dir = None
+    if args.prp_cache is not None:  # resuming a PRP run = replaying its LLM replies
+        if args.llm_cache is None:
+            args.llm_cache = args.prp_cache
+        else:
+            log.warning("--prp-cache is the older name of --llm-cache; using --llm-cache %s only", args.llm_cache)
+    del args.prp_cache
     return args
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     ds = load_beir(args.data, args.split)
-    qids = list(ds.queries)[: args.max_queries] if args.max_queries else list(ds.queries)
+    qids = list(ds.queries)[: args.limit] if args.limit else list(ds.queries)
     qrels = {q: ds.qrels[q] for q in qids}
     t0 = time.perf_counter()
     texts = [ds.queries[q] for q in qids]

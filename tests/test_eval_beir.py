@@ -110,3 +110,48 @@ def test_eval_beir_with_reranker_reports_pure_and_fused(tiny_beir, tmp_path):
     assert res["metrics"]["ndcg@10"] == pytest.approx(1.0)  # weight 1.0 = BM25 order, perfect here
     assert set(res["fused_with_first_stage"]) == {"0.0", "0.5"}
     assert "CrossEncoderReranker" in res["pipeline"]
+
+
+def _prp_oracle(calls):
+    """A fake LLM for PRP that prefers the passage mentioning scurvy or Berlin and counts its calls."""
+    from ragprune.rerank.llm import CallableLLM, LLMReply
+
+    class Oracle(CallableLLM):
+        def __init__(self):
+            super().__init__(lambda p: "", name="oracle")
+
+        def choose(self, prompt, labels, *, answer_prefix=""):
+            calls.append(prompt)
+            a = prompt.split('Passage A: "')[1].split('"')[0].lower()
+            pick = "A" if ("scurvy" in a or "berlin" in a) else "B"
+            other = "B" if pick == "A" else "A"
+            return LLMReply(text=f"Passage {pick}", label_logprobs={pick: -0.1, other: -2.5})
+
+    return Oracle()
+
+
+@pytest.mark.parametrize("flag", ["--llm-cache", "--prp-cache"])  # --prp-cache: the older name
+def test_prp_resumes_from_a_reply_cache_with_a_half_written_last_line(tiny_beir, tmp_path, monkeypatch, flag):
+    """A run killed mid-write leaves a cut last line (even a cut UTF-8 character): the rerun skips
+    that line, replays every complete reply and asks only for what is missing."""
+    from eval.beir import main
+
+    calls: list[str] = []
+    monkeypatch.setattr("ragprune.rerank.llm.load_llm", lambda spec, **kw: _prp_oracle(calls))
+    cache, out = tmp_path / "replies.jsonl", tmp_path / "prp.json"
+    argv = ["--data", str(tiny_beir), "--retriever", "bm25", "--top-k", "3", "--reranker", "prp", "--llm", "fake",
+            flag, str(cache), "--json", str(out)]
+    assert main(argv) == 0
+    first = json.loads(out.read_text())
+    asked = len(calls)
+    assert asked > 1 and first["prp"]["llm_cache_misses"] == asked
+    lines = cache.read_bytes().splitlines(keepends=True)
+    assert len(lines) == asked
+    # the kill: the last reply lost, the one before it cut in half, after a multi-byte character
+    cut = lines[-2][: len(lines[-2]) // 2] + "\u00e9".encode()[:1]
+    cache.write_bytes(b"".join(lines[:-2]) + cut)
+    assert main(argv) == 0
+    again = json.loads(out.read_text())
+    assert len(calls) == asked + 2  # only the two damaged replies are asked again
+    assert again["prp"]["llm_cache_hits"] == asked - 2
+    assert again["metrics"] == first["metrics"] and again["pipeline"] == first["pipeline"]
