@@ -1,10 +1,10 @@
 """Evaluate retrieval (and reranking) on BRIGHT, the reasoning-intensive retrieval benchmark.
 
     python -m eval.bright --data DIR --domain all --retriever bm25 --json eval/results/bright_bm25.json
-    python -m eval.bright --data DIR --domain biology earth_science --retriever hybrid --max-queries 50
+    python -m eval.bright --data DIR --domain biology earth_science --retriever hybrid --limit 50
     python -m eval.bright --data DIR --domain biology --reranker cross-encoder
     python -m eval.bright --data DIR --domain biology --expand-query-with-llm qwen2.5-1.5b \
-        --expansion-cache runs/bright_expansions.jsonl
+        --llm-cache runs/bright_expansions.jsonl
     python -m eval.bright --data DIR --domain pony --long-documents
 
 DIR is a local snapshot of the Hugging Face dataset xlangai/BRIGHT (Su et al., 2024): one folder
@@ -32,7 +32,9 @@ the prompt of BRIGHT's ``reason.py`` and appends the answer to the query (``--ex
 replace`` uses the answer alone, as BRIGHT's own reasoning runs do). ``--use-gold-reasoning``
 appends the dataset's annotated ``reasoning`` field instead (an oracle: it was written knowing
 the gold documents). BRIGHT's precomputed LLM reasoning configs (``gpt4_reason`` and others on
-the hub) are read with ``--examples-config gpt4_reason``.
+the hub) are read with ``--examples-config gpt4_reason``. The LLM options (``--llm-model``,
+``--llm-backend``, ``--llm-threads``, ``--llm-cache``; ``--expansion-cache`` is the older name of
+the reply cache) are those of every eval script (eval/common.py).
 
 BM25 here is the standard bag-of-words Lucene BM25 (k1=0.9, b=0.4). The official BRIGHT BM25
 (gensim ``LuceneBM25Model``) also weights the query terms ("query-side BM25", Ge et al., 2025),
@@ -44,7 +46,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gzip
-import hashlib
 import json
 import logging
 import sys
@@ -56,7 +57,14 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from eval.beir import add_cross_encoder_args, add_retriever_args
-from eval.common import load_cli_llm, rounded, run_cli
+from eval.common import (
+    add_limit_arg,
+    add_llm_args,
+    add_output_args,
+    llm_from_args,
+    rounded,
+    run_cli,
+)
 from ragprune.metrics import evaluate_run, run_from_hits
 from ragprune.retrieve.base import Retriever
 from ragprune.types import Document, ScoredDocument
@@ -271,45 +279,32 @@ def expansion_prompt(query: str) -> str:
 
 
 class QueryExpander:
-    """LLM reasoning about each query, optionally cached in (and resumed from) a JSON-lines file.
+    """LLM reasoning about each query.
+
+    Replies are kept on disk by the LLM itself: ``--llm-cache`` wraps it in a
+    :class:`~ragprune.rerank.llm.CachedLLM` (the workbench's one reply cache), so a resumed run
+    asks only the queries it has no reply for; a line cut by a killed run is skipped.
 
     Args:
         llm: Any :class:`ragprune.rerank.llm.LLMBackend` (``generate(prompt, max_tokens=...)``).
         max_tokens: Generation budget per query.
-        cache: JSON-lines file; a record is reused when domain, query id, query text and LLM
-            configuration all match.
     """
 
-    def __init__(self, llm: Any, *, max_tokens: int = 512, cache: Path | None = None) -> None:
-        self.llm, self.max_tokens, self.cache = llm, max_tokens, cache
-        self.config = f"{llm!r}|max_tokens={max_tokens}|prompt={hashlib.sha1(EXPANSION_PROMPT.encode()).hexdigest()[:8]}"
-        self.calls = 0
-        self._done: dict[tuple[str, str, str], str] = {}
-        if cache is not None and cache.is_file():
-            for n, line in enumerate(cache.read_text(encoding="utf-8").splitlines(), 1):
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    log.warning("%s:%d is not JSON; ignored", cache, n)
-                    continue
-                if rec.get("config") == self.config:
-                    self._done[(rec["domain"], rec["qid"], rec["query_sha1"])] = rec["text"]
+    def __init__(self, llm: Any, *, max_tokens: int = 512) -> None:
+        self.llm, self.max_tokens = llm, max_tokens
+        self._asked = 0
+
+    @property
+    def calls(self) -> int:
+        """Prompts the backend answered (replies replayed from ``--llm-cache`` not counted)."""
+        return getattr(self.llm, "misses", self._asked)
 
     def expand(self, domain: str, queries: Sequence[BrightQuery]) -> list[str]:
         """The LLM's reasoning for each query ('' when it returned nothing)."""
         out = []
         for q in tqdm(queries, desc=f"{domain}: expand", unit="query", leave=False):
-            key = (domain, q.id, hashlib.sha1(q.query.encode()).hexdigest())
-            if key not in self._done:
-                text = self.llm.generate(expansion_prompt(q.query), max_tokens=self.max_tokens).text.strip()
-                self.calls += 1
-                self._done[key] = text
-                if self.cache is not None:
-                    self.cache.parent.mkdir(parents=True, exist_ok=True)
-                    with open(self.cache, "a", encoding="utf-8") as f:
-                        f.write(json.dumps({"domain": domain, "qid": q.id, "query_sha1": key[2],
-                                            "config": self.config, "text": text}) + "\n")
-            out.append(self._done[key])
+            out.append(self.llm.generate(expansion_prompt(q.query), max_tokens=self.max_tokens).text.strip())
+            self._asked += 1
         empty = sum(not t for t in out)
         if empty:
             log.warning("%s: the LLM returned no text for %d of %d queries; those keep the original query",
@@ -335,7 +330,8 @@ def describe_query(args: argparse.Namespace, llm: Any) -> str:
     if args.use_gold_reasoning:
         return "query+gold_reasoning"
     if llm is not None:
-        return f"{'query+' if args.expansion_mode == 'append' else ''}llm_reasoning({llm!r})"
+        inner = getattr(llm, "llm", llm)  # the model, not its --llm-cache wrapper
+        return f"{'query+' if args.expansion_mode == 'append' else ''}llm_reasoning({inner!r})"
     return "query"
 
 
@@ -343,7 +339,7 @@ def build_llm(args: argparse.Namespace) -> Any:
     """The LLM of ``--expand-query-with-llm`` (None when not asked for)."""
     if not args.expand_query_with_llm:
         return None
-    return load_cli_llm(args.expand_query_with_llm, args.llm_backend, args.llm_model)
+    return llm_from_args(args, spec=args.expand_query_with_llm)
 
 
 # ------------------------------------------------------------------------------------------
@@ -484,7 +480,7 @@ def run_domain(args: argparse.Namespace, domain: str, expander: QueryExpander | 
     if not queries:
         field = "gold_ids_long" if args.long_documents else "gold_ids"
         return None, "", f"no query has {field}"
-    queries = queries[: args.max_queries] if args.max_queries else queries
+    queries = queries[: args.limit] if args.limit else queries
     doc_config = _doc_config(args)
     docs = load_documents(split_files(args.data, doc_config, domain), f"{domain}: {doc_config}")
     retriever, name = build_retriever(args, docs, args.data / doc_config / domain)
@@ -519,7 +515,7 @@ def run(args: argparse.Namespace, llm: Any = None) -> dict[str, Any]:
     domains = _selected_domains(args.domain)
     skipped = _check_layout(args, domains)
     llm = llm if llm is not None else build_llm(args)
-    expander = QueryExpander(llm, max_tokens=args.expansion_max_tokens, cache=args.expansion_cache) if llm else None
+    expander = QueryExpander(llm, max_tokens=args.expansion_max_tokens) if llm else None
     stage = build_rerank_stage(args)
     per_domain: dict[str, dict[str, Any]] = {}
     retriever_name = args.retriever
@@ -598,7 +594,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--examples-config", default="examples",
                    help="folder of the examples config (e.g. gpt4_reason: BRIGHT's precomputed LLM reasoning)")
     p.add_argument("--top-k", type=int, default=100, help="ranking depth after exclusion (default 100)")
-    p.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries per domain")
+    add_limit_arg(p, "--max-queries", help="evaluate only the first N judged queries per domain")
     p.add_argument("--keep-excluded-ids", action="store_true",
                    help="diagnostic only: do not remove excluded_ids (not the official protocol)")
     g = p.add_argument_group("query reasoning")
@@ -610,23 +606,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="append the dataset's annotated 'reasoning' field to the query (oracle)")
     g.add_argument("--expansion-mode", choices=("append", "replace"), default="append",
                    help="append the LLM reasoning to the query (default) or use it alone (BRIGHT's reason runs)")
-    g.add_argument("--llm-model", default=None, help="model name to send to an OpenAI-compatible server")
-    g.add_argument("--llm-backend", default="auto", choices=("auto", "llamacpp", "transformers", "openai"))
+    add_llm_args(g, spec=False, cache_aliases=("--expansion-cache",))
     g.add_argument("--expansion-max-tokens", type=int, default=512, help="tokens generated per query")
-    g.add_argument("--expansion-cache", type=Path, default=None,
-                   help="JSON-lines cache of LLM reasoning: reused and appended to (resume long runs)")
     g = p.add_argument_group("retrievers (as in eval.beir)")
     add_retriever_args(g)
     g = p.add_argument_group("reranking")
     g.add_argument("--reranker", default=None, choices=[None, "cross-encoder"],
                    help="rerank the top-k with a cross-encoder (it sees the original query)")
     add_cross_encoder_args(g)
-    p.add_argument("--json", type=Path, default=None, help="write the result JSON here")
+    add_output_args(p)
     args = p.parse_args(argv)
     if args.top_k < 1:
         p.error("--top-k must be >= 1")
-    if args.max_queries is not None and args.max_queries < 1:
-        p.error("--max-queries must be >= 1")
     if args.expansion_max_tokens < 1:
         p.error("--expansion-max-tokens must be >= 1")
     if str(args.cache_dir) in ("", "."):

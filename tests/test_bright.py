@@ -93,7 +93,7 @@ def bright(tmp_path):
 
 def _run(root, tmp_path, *extra):
     out = tmp_path / "res.json"
-    assert main(["--data", str(root), "--json", str(out), *extra]) == 0
+    assert main(["--data", str(root), "--json", str(out), "--force", *extra]) == 0  # one file, many runs
     return json.loads(out.read_text())
 
 
@@ -204,7 +204,8 @@ def _fake_llm(calls):
     return CallableLLM(fn, name="fake")
 
 
-def test_llm_query_expansion_with_cache(bright, tmp_path, monkeypatch):
+@pytest.mark.parametrize("flag", ["--llm-cache", "--expansion-cache"])  # --expansion-cache: the older name
+def test_llm_query_expansion_with_cache(bright, tmp_path, monkeypatch, flag):
     calls, seen = [], []
 
     def fake_load_llm(spec, backend="auto", **kwargs):
@@ -214,7 +215,7 @@ def test_llm_query_expansion_with_cache(bright, tmp_path, monkeypatch):
     monkeypatch.setattr("ragprune.rerank.llm.load_llm", fake_load_llm)
     cache = tmp_path / "exp.jsonl"
     args = ["--domain", "biology", "--expand-query-with-llm", "http://localhost:9/v1", "--llm-model", "m",
-            "--expansion-cache", str(cache)]
+            flag, str(cache)]
     res = _run(bright, tmp_path, *args)
     assert seen == [("http://localhost:9/v1", "auto", {"model": "m"})]
     assert res["domains"]["biology"]["metrics"]["ndcg@10"] == pytest.approx(1.0)  # (1 + 1) / 2
