@@ -31,13 +31,13 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "DEFAULT_SHARED", "LLM_BACKENDS", "add_data_arg", "add_limit_arg", "add_llm_args", "add_output_args",
-    "add_shared_arg", "check_outputs", "llm_from_args", "load_cli_llm", "rounded", "run_cli", "save_json",
+    "add_shared_arg", "check_outputs", "llm_from_args", "load_cli_llm", "outputs_refused", "rounded", "run_cli", "save_json",
     "save_results", "settings_of",
 ]
 
@@ -159,22 +159,26 @@ def _plain(v: Any) -> Any:
     return json.loads(json.dumps(v, default=str))
 
 
-def _normalized(settings: dict[str, Any]) -> dict[str, Any]:
+def _normalized(settings: dict[str, Any], keep: Collection[str] = ()) -> dict[str, Any]:
     out = {}
     for k, v in settings.items():
         k = LEGACY_NAMES.get(k, k)
-        if k not in NOT_SETTINGS:
+        if k not in NOT_SETTINGS or k in keep:
             out[k] = _plain(v)
     return out
 
 
-def settings_of(args: argparse.Namespace) -> dict[str, Any]:
-    """The options that decide a run's results, as JSON values (recorded in its results file)."""
-    return _normalized(vars(args))
+def settings_of(args: argparse.Namespace, keep: Collection[str] = ()) -> dict[str, Any]:
+    """The options that decide a run's results, as JSON values (recorded in its results file).
+
+    ``keep`` names options that :data:`NOT_SETTINGS` leaves out but that matter to this script
+    (e.g. ``threads`` for a speed benchmark).
+    """
+    return _normalized(vars(args), keep)
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    old, new = _normalized(old), _normalized(new)
+def _differences(old: dict[str, Any], new: dict[str, Any], keep: Collection[str] = ()) -> list[str]:
+    old, new = _normalized(old, keep), _normalized(new, keep)
     out = []
     for k in sorted(set(old) | set(new)):
         a, b = old.get(k), new.get(k)
@@ -183,7 +187,7 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
-def check_outputs(args: argparse.Namespace) -> None:
+def check_outputs(args: argparse.Namespace, keep: Collection[str] = ()) -> None:
     """Refuse to replace a results file that holds another run (see the module docstring).
 
     Raises:
@@ -210,10 +214,20 @@ def check_outputs(args: argparse.Namespace) -> None:
         print(f"note: {path} records no settings (written before results files recorded them); replacing it",
               file=sys.stderr)
         return
-    diff = _differences(recorded, settings_of(args))
+    diff = _differences(recorded, settings_of(args, keep), keep)
     if diff:
         raise ValueError(f"{path} holds the results of a different run ({'; '.join(diff)}); write to another "
                          "--json path, or pass --force to replace it.")
+
+
+def outputs_refused(args: argparse.Namespace, prog: str, keep: Collection[str] = ()) -> bool:
+    """:func:`check_outputs` for a script's own ``main``: print its message, return True if refused."""
+    try:
+        check_outputs(args, keep)
+    except ValueError as e:
+        print_error(prog, e)
+        return True
+    return False
 
 
 def save_json(path: Path | None, obj: Any) -> None:
@@ -227,10 +241,10 @@ def save_json(path: Path | None, obj: Any) -> None:
     print(f"wrote {path}")
 
 
-def save_results(args: argparse.Namespace, obj: Any) -> None:
+def save_results(args: argparse.Namespace, obj: Any, keep: Collection[str] = ()) -> None:
     """:func:`save_json` to ``--json``, recording the run's :func:`settings_of` in a dict result."""
     if isinstance(obj, dict):
-        obj = {**obj, "settings": settings_of(args)}
+        obj = {**obj, "settings": settings_of(args, keep)}
     save_json(getattr(args, "json", None), obj)
 
 

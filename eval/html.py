@@ -31,6 +31,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from eval.common import (
+    add_limit_arg,
+    add_output_args,
+    add_shared_arg,
+    outputs_refused,
+    save_results,
+)
+
 BUDGETS = (512, 1024, 2048, 4096)
 _WS = re.compile(r"\s+")
 _TOK = re.compile(r"\w+", re.UNICODE)
@@ -104,7 +112,7 @@ def wtq(args: argparse.Namespace, systems: dict[str, list[Any]], counter: Any) -
     pages: dict[str, bytes] = {}
     usable = []
     for r in rows:
-        if len(usable) >= args.questions:
+        if len(usable) >= args.limit:
             break
         html = pages.setdefault(r["page_html"], (folder / r["page_html"]).read_bytes())
         full = [plain_text(s[0].clean(html)) for s in systems.values() if s]
@@ -224,20 +232,20 @@ def plot(res: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m eval.html", description=__doc__.split("\n\n")[0])
-    p.add_argument("--shared", type=Path, default=Path("../shared/data"))
-    p.add_argument("--questions", type=int, default=200, help="WTQ questions (fixed random sample)")
+    add_shared_arg(p)
+    add_limit_arg(p, "--questions", default=200, help="WTQ questions (fixed random sample)")
     p.add_argument("--scorers", nargs="+", default=["bm25", "dense"], choices=["bm25", "dense"])
     p.add_argument("--max-node-words", type=int, default=64)
     p.add_argument("--no-peer", action="store_true", help="skip the htmlrag package")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path, default=None)
-    p.add_argument("--plot", type=Path, default=None)
+    add_output_args(p, plot=True)
     args = p.parse_args(argv)
+    if outputs_refused(args, "eval.html"):
+        return 2
 
     import torch
     from transformers import AutoTokenizer
 
-    from eval.common import save_json
     from ragprune.models import resolve_model
     from ragprune.text import HFTokenCounter
 
@@ -281,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {k} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['seconds_per_page']:.3f} |")
     rd = res["readability"]
     print(f"\n## Readability test pages: {rd['pages']} pages, {rd['crashes']} crashes, {rd['invalid_html']} invalid outputs")
-    save_json(args.json, res)
+    save_results(args, res)
     if args.plot:
         plot(res, args.plot)
         print(f"wrote {args.plot}")

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from eval.common import run_cli
+from eval.common import add_limit_arg, add_output_args, add_shared_arg, run_cli
 from eval.pruning import (
     PROVENCE_THRESHOLDS,
     compression_at_recall,
@@ -32,14 +31,14 @@ from ragprune.text import count_tokens
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m eval.lexical_sweep", description=__doc__.split("\n\n")[0])
-    p.add_argument("--shared", type=Path, default=Path("../shared/data"))
+    add_shared_arg(p)
     p.add_argument("--dataset", choices=DATASETS, required=True)
     p.add_argument("--split", choices=("train", "dev"), required=True, help="never the held-out split")
-    p.add_argument("--limit", type=int, default=None, help="questions sampled (seeded)")
+    add_limit_arg(p, help="questions sampled (seeded)")
     p.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.3, 0.5, 0.7, 0.85, 1.0])
     p.add_argument("--provence", default="ragprune-provence")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path, default=None)
+    add_output_args(p)
     args = p.parse_args(argv)
     if any(not 0 <= w <= 1 for w in args.weights):
         p.error("--weights must be in [0, 1]")

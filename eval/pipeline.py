@@ -1,7 +1,7 @@
 """End to end on SciFact: retrieve -> rerank -> prune -> one token budget.
 
     python -m eval.pipeline --shared ../shared/data --budget 1000 500 --json eval/results/pipeline_scifact.json
-    python -m eval.pipeline --shared ../shared/data --max-queries 20 --quantize int8
+    python -m eval.pipeline --shared ../shared/data --limit 20 --quantize int8
 
 For each BEIR SciFact test claim (the 300 claims of the original SciFact dev split, held out
 from both shipped models' training) the script runs the real :class:`ragprune.Pipeline`:
@@ -35,7 +35,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from eval.common import rounded, run_cli
+from eval.common import add_limit_arg, add_output_args, add_shared_arg, rounded, run_cli
 from ragprune.datasets import load_beir
 from ragprune.metrics import evaluate_run, run_from_hits
 from ragprune.prune.provence import PASSAGE_WEIGHTINGS
@@ -155,7 +155,7 @@ def summarize(name: str, contexts: list[Any], evidence: dict[str, list], qids: l
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m eval.pipeline", description=__doc__.split("\n\n")[0])
-    p.add_argument("--shared", type=Path, default=Path("../shared/data"))
+    add_shared_arg(p)
     p.add_argument("--budget", type=int, nargs="+", default=[1000],
                    help="max tokens of the final context; the first budget runs the models, the others "
                         "replay their outputs")
@@ -165,16 +165,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quantize", choices=["int8"], default=None, help="int8 reranker and pruner")
     p.add_argument("--passage-weighting", choices=PASSAGE_WEIGHTINGS, default="max",
                    help="ProvencePruner passage_weighting")
-    p.add_argument("--max-queries", type=int, default=None, help="first N test claims (default all 300)")
-    p.add_argument("--json", type=Path, default=None)
+    add_limit_arg(p, "--max-queries", help="first N of the 300 test claims")
+    add_output_args(p)
     args = p.parse_args(argv)
     for name in ("candidates", "top_k"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if min(args.budget) < 1:
         p.error("--budget must be >= 1")
-    if args.max_queries is not None and args.max_queries < 1:
-        p.error("--max-queries must be >= 1")
     return args
 
 
@@ -183,7 +181,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     ds_path = args.shared / "beir_scifact"
     ds = load_beir(ds_path, "test")
-    qids = [q for q in ds.queries if q in ds.qrels][: args.max_queries]
+    qids = [q for q in ds.queries if q in ds.qrels][: args.limit]
     meta = {}
     with open(ds_path / "queries.jsonl", encoding="utf-8") as f:
         for line in f:

@@ -1,7 +1,7 @@
 """How well does an LLM compare two passages? Pair accuracy behind PRP, in both orders.
 
     python -m eval.prp_pairs --data ../shared/data/msmarco_trecdl_subset/dl19 \
-        --run ../shared/data/msmarco_trecdl_subset/dl19/bm25_top100.run --llm qwen2.5-1.5b --pairs 20
+        --run ../shared/data/msmarco_trecdl_subset/dl19/bm25_top100.run --llm qwen2.5-1.5b --limit 20
 
 From the first-stage top ``--top-k`` of each judged query, pairs of one relevant and one
 non-relevant passage (a seeded sample, at most one pair per query first) are shown to the LLM
@@ -30,7 +30,14 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from eval.common import load_cli_llm, run_cli
+from eval.common import (
+    add_data_arg,
+    add_limit_arg,
+    add_llm_args,
+    add_output_args,
+    llm_from_args,
+    run_cli,
+)
 from ragprune.datasets import load_beir
 from ragprune.rerank.pairwise import PROMPTS
 
@@ -58,25 +65,21 @@ def sample_pairs(ds: Any, hits: dict[str, list[str]], n: int, seed: int) -> list
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m eval.prp_pairs", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, required=True, help="BEIR folder")
+    add_data_arg(p, "BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
     p.add_argument("--split", default="test")
     p.add_argument("--run", type=Path, default=None, help="TREC run for the candidates (default: our BM25)")
     p.add_argument("--top-k", type=int, default=10)
-    p.add_argument("--pairs", type=int, default=20)
-    p.add_argument("--llm", required=True, help="GGUF path, model folder, short name or OpenAI-compatible URL")
-    p.add_argument("--llm-model", default=None)
-    p.add_argument("--llm-backend", default="auto", choices=("auto", "llamacpp", "transformers", "openai"))
-    p.add_argument("--llm-threads", type=int, default=None)
-    p.add_argument("--llm-cache", type=Path, default=None, help="JSONL cache of LLM replies (CachedLLM)")
+    add_limit_arg(p, "--pairs", default=20, help="(relevant, non-relevant) pairs sampled (seeded)")
+    add_llm_args(p, required=True)
     p.add_argument("--gates", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0],
                    help="min_margin values to report")
     p.add_argument("--max-passage-words", type=int, default=128)
     p.add_argument("--prompt", default="paper", choices=sorted(PROMPTS),
                    help="prompt variant (ragprune.rerank.pairwise.PROMPTS); 'paper' is Qin et al.'s")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path, default=None)
+    add_output_args(p)
     args = p.parse_args(argv)
-    for name in ("top_k", "pairs", "max_passage_words"):
+    for name in ("top_k", "max_passage_words"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     return args
@@ -97,11 +100,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bm25 = BM25Retriever.from_documents(ds.corpus, show_progress=False)
         lists = bm25.retrieve_many([ds.queries[q] for q in qids], k=args.top_k)
     hits = {q: [h.id for h in lst] for q, lst in zip(qids, lists)}
-    pairs = sample_pairs(ds, hits, args.pairs, args.seed)
+    pairs = sample_pairs(ds, hits, args.limit, args.seed)
     if not pairs:
         raise ValueError("eval.prp_pairs: no (relevant, non-relevant) pair in the top-k of any judged query.")
     docs = {d.id: d for d in ds.corpus}
-    llm = load_cli_llm(args.llm, args.llm_backend, args.llm_model, args.llm_threads, args.llm_cache)
+    llm = llm_from_args(args)
 
     def cut(doc_id: str) -> str:
         return " ".join(docs[doc_id].full_text.split()[: args.max_passage_words])

@@ -36,7 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from eval.common import save_json
+from eval.common import (
+    add_limit_arg,
+    add_output_args,
+    add_shared_arg,
+    outputs_refused,
+    save_results,
+)
 from eval.pruning_data import DATASETS, PruningQuestion, load_pruning_set
 from ragprune.prune.provence import PASSAGE_WEIGHTINGS
 from ragprune.text import count_tokens
@@ -251,9 +257,9 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m eval.pruning", description=__doc__.split("\n\n")[0])
-    p.add_argument("--shared", type=Path, default=Path("../shared/data"))
+    add_shared_arg(p)
     p.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
-    p.add_argument("--limit", type=int, default=300, help="SQuAD questions sampled (seeded)")
+    add_limit_arg(p, default=300, help="SQuAD questions sampled (seeded)")
     p.add_argument("--provence", default="ragprune-provence", help="Provence checkpoint, or 'none'")
     p.add_argument("--quantize", choices=["int8"], default=None, help="int8 dynamic quantization of Provence")
     p.add_argument("--passage-weighting", choices=PASSAGE_WEIGHTINGS, default="max",
@@ -262,13 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hops", type=int, nargs="+", default=[1, 2],
                    help="also report these multi-hop readings (ProvencePruner(hops=N)); 1 is always reported")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path, default=None)
-    p.add_argument("--plot", type=Path, default=None)
+    add_output_args(p, plot=True)
     args = p.parse_args(argv)
     if not 0 <= args.lexical_weight <= 1:
         p.error("--lexical-weight must be in [0, 1]")
     if min(args.hops) < 1:
         p.error("--hops values must be >= 1")
+    if outputs_refused(args, "eval.pruning"):
+        return 2
     try:
         import torch
 
@@ -279,9 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     cache: dict[str, Any] = {}
     results = [evaluate_dataset(d, args, methods, cache) for d in args.datasets]
     print_tables(results)
-    save_json(args.json, {"results": results, "seed": args.seed, "limit": args.limit, "provence": args.provence,
-                          "passage_weighting": args.passage_weighting, "lexical_weight": args.lexical_weight,
-                          "hops": args.hops})
+    save_results(args, {"results": results, "seed": args.seed, "limit": args.limit, "provence": args.provence,
+                        "passage_weighting": args.passage_weighting, "lexical_weight": args.lexical_weight,
+                        "hops": args.hops})
     if args.plot:
         plot(results, args.plot)
         print(f"wrote {args.plot}")

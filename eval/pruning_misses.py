@@ -15,12 +15,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from eval.common import save_json
+from eval.common import (
+    add_limit_arg,
+    add_output_args,
+    add_shared_arg,
+    outputs_refused,
+    save_results,
+)
 from eval.pruning_data import DATASETS, PruningQuestion, load_pruning_set
 from ragprune.text import count_tokens
 
@@ -70,19 +75,21 @@ def evidence_rows(questions: list[PruningQuestion], reads: list[dict[str, Any]],
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m eval.pruning_misses", description=__doc__.split("\n\n")[0])
-    p.add_argument("--shared", type=Path, default=Path("../shared/data"))
+    add_shared_arg(p)
     p.add_argument("--dataset", choices=DATASETS, default="hotpotqa")
     p.add_argument("--split", default="heldout", choices=["train", "dev", "heldout"])
-    p.add_argument("--limit", type=int, default=None, help="questions sampled (seeded)")
+    add_limit_arg(p, help="questions sampled (seeded)")
     p.add_argument("--provence", default="ragprune-provence", help="Provence checkpoint")
     p.add_argument("--hops", type=int, default=2, help="the multi-hop reading compared with one hop")
     p.add_argument("--compression", type=float, default=0.5, help="token share removed by the threshold")
-    p.add_argument("--json", type=Path, default=None)
+    add_output_args(p)
     args = p.parse_args(argv)
     if not 0 < args.compression < 1:
         p.error("--compression must be in (0, 1)")
     if args.hops < 1:
         p.error("--hops must be >= 1")
+    if outputs_refused(args, "eval.pruning_misses"):
+        return 2
     from ragprune.prune.provence import ProvencePruner
 
     questions = load_pruning_set(args.shared, args.dataset, args.split, limit=args.limit)
@@ -102,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"missed_1hop": sum(r["missed_1hop"] for r in rows), "missed_hops": sum(r["missed_hops"] for r in rows),
                "evidence": len(rows), "threshold_1hop": cut1, "threshold_hops": cutn}
     print(f"missed: 1 hop {summary['missed_1hop']}/{len(rows)}, {args.hops} hops {summary['missed_hops']}/{len(rows)}")
-    save_json(args.json, {"dataset": args.dataset, "split": args.split, "provence": args.provence, "hops": args.hops,
-                          "compression": args.compression, "summary": summary, "rows": rows})
+    save_results(args, {"dataset": args.dataset, "split": args.split, "provence": args.provence, "hops": args.hops,
+                        "compression": args.compression, "summary": summary, "rows": rows})
     return 0
 
 

@@ -25,6 +25,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from eval.common import (
+    DEFAULT_SHARED,
+    add_data_arg,
+    add_limit_arg,
+    add_output_args,
+    outputs_refused,
+    save_results,
+)
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
@@ -141,7 +150,7 @@ def bench_rerank(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     ds = load_beir(args.data, "test")
     bm25 = BM25Retriever.from_documents(ds.corpus)
-    queries = list(ds.queries.values())[: args.queries]
+    queries = list(ds.queries.values())[: args.limit]
     cands = bm25.retrieve_many(queries, k=100)
     mean_tokens = statistics.mean(count_tokens(h.document.full_text) for c in cands for h in c)
     rows = []
@@ -174,7 +183,7 @@ def bench_prune(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     ds = load_beir(args.data, "test")
     bm25 = BM25Retriever.from_documents(ds.corpus)
-    queries = list(ds.queries.values())[: args.queries]
+    queries = list(ds.queries.values())[: args.limit]
 
     tokenizer = ProvencePruner(args.model).tokenizer
 
@@ -244,24 +253,25 @@ def main(argv: list[str] | None = None) -> int:
     pr = sub.add_parser("rerank", help="cross-encoder latency for 100 passages, fp32 vs int8")
     pr.add_argument("--model", default="ragprune-reranker")
     pr.add_argument("--max-length", type=int, default=256)
-    pr.add_argument("--queries", type=int, default=5)
+    add_limit_arg(pr, "--queries", default=5, help="queries timed")
     pr.add_argument("--threads", type=int, default=2)
     pp = sub.add_parser("prune", help="Provence prune + rerank latency for 100 passages, fp32 vs int8")
     pp.add_argument("--model", default="ragprune-provence")
     pp.add_argument("--passage-tokens", type=int, default=200, help="passage length in model (wordpiece) tokens")
-    pp.add_argument("--queries", type=int, default=5)
+    add_limit_arg(pp, "--queries", default=5, help="queries timed")
     pp.add_argument("--threads", type=int, default=2)
     for sp_ in (pb, pd, pr, pp):
-        sp_.add_argument("--data", type=Path, default=Path("../shared/data/beir_scifact"))
+        add_data_arg(sp_, "BEIR folder", default=DEFAULT_SHARED / "beir_scifact")
         sp_.add_argument("--repeats", type=int, default=3)
-        sp_.add_argument("--json", type=Path, default=None)
+        add_output_args(sp_)
     args = p.parse_args(argv)
-    from eval.common import save_json
+    if outputs_refused(args, "eval.speed", keep=("threads",)):  # thread counts change timings
+        return 2
 
     result = {"bm25": bench_bm25, "dense": bench_dense, "rerank": bench_rerank, "prune": bench_prune}[args.bench](args)
     result["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     print_table(result)
-    save_json(args.json, result)
+    save_results(args, result, keep=("threads",))
     return 0
 
 
