@@ -45,7 +45,8 @@ DEFAULT_SHARED = Path(os.environ.get("RAGPRUNE_SHARED_DATA", "../shared/data"))
 LLM_BACKENDS = ("auto", "llamacpp", "transformers", "openai")
 
 # Options that do not change a run's results: never compared, never recorded.
-NOT_SETTINGS = frozenset({"json", "plot", "force", "llm_cache", "llm_threads", "threads", "cache_dir", "quiet"})
+NOT_SETTINGS = frozenset({"json", "plot", "force", "llm_cache", "llm_threads", "threads", "cache_dir", "quiet",
+                          "shared"})
 # Option names of older versions of the scripts (in results files written by them) -> today's.
 LEGACY_NAMES = {"questions": "limit", "max_queries": "limit", "pairs": "limit", "queries": "limit",
                 "reader": "llm", "reader_backend": "llm_backend", "expand_query_with_llm": "llm",
@@ -75,7 +76,8 @@ def add_limit_arg(p: Any, *aliases: str, default: int | None = None, help: str =
 
 def add_llm_args(p: Any, *, spec: bool = True, default: str | None = None, required: bool = False,
                  cache_aliases: Sequence[str] = (), spec_help: str | None = None,
-                 spec_aliases: Sequence[str] = (), backend_aliases: Sequence[str] = ()) -> None:
+                 spec_aliases: Sequence[str] = (), backend_aliases: Sequence[str] = (),
+                 cache_help: str | None = None) -> None:
     """The LLM options: ``--llm``, ``--llm-model``, ``--llm-backend``, ``--llm-threads``, ``--llm-cache``.
 
     Args:
@@ -85,6 +87,7 @@ def add_llm_args(p: Any, *, spec: bool = True, default: str | None = None, requi
         cache_aliases: Older names of ``--llm-cache``.
         spec_help: Help of ``--llm``.
         spec_aliases, backend_aliases: Older names of ``--llm`` and ``--llm-backend``.
+        cache_help: Help of ``--llm-cache`` where the script keeps replies its own way.
     """
     if spec:
         p.add_argument("--llm", *spec_aliases, dest="llm", default=default, required=required, metavar="SPEC",
@@ -95,8 +98,8 @@ def add_llm_args(p: Any, *, spec: bool = True, default: str | None = None, requi
     p.add_argument("--llm-threads", type=_positive_int, default=None,
                    help="CPU threads of a local LLM (default: all cores; 1 is faster when other jobs share them)")
     p.add_argument("--llm-cache", *cache_aliases, dest="llm_cache", type=Path, default=None, metavar="FILE",
-                   help="JSONL cache of LLM replies (ragprune.rerank.llm.CachedLLM): reruns and resumed runs "
-                        "only ask new prompts")
+                   help=cache_help or "JSONL cache of LLM replies (ragprune.rerank.llm.CachedLLM): reruns and "
+                                      "resumed runs only ask new prompts")
 
 
 def add_output_args(p: Any, *, plot: bool = False) -> None:

@@ -1,10 +1,13 @@
 """End-to-end RAG evaluation: does a reader LLM still answer correctly from the trimmed context?
 
-    python -m eval.qa --dataset all --questions 100 --reader qwen2.5-1.5b \\
-        --cache eval/results/qa_cache.jsonl --json eval/results/qa.json --plot eval/results/qa.png
+    python -m eval.qa --dataset all --limit 100 --llm qwen2.5-1.5b \\
+        --llm-cache eval/results/qa_cache.jsonl --json eval/results/qa_all_100.json --plot eval/results/qa_all_100.png
 
-(the README run: about 2,100 reader calls, 0.9M prompt tokens; see the README for times.
-Interrupt and rerun the same command to resume: answers already in ``--cache`` are reused.
+(about 2,100 reader calls, 0.9M prompt tokens; see eval/README.md for times.
+Interrupt and rerun the same command to resume: answers already in ``--llm-cache`` are reused.
+An existing ``--json`` file written by a run with other settings is not replaced (exit code 2,
+before any reader call) unless ``--force`` is given; see eval/common.py. The older option names
+``--questions``, ``--reader``, ``--reader-backend`` and ``--cache`` still work.
 On a machine whose cores are busy with other work, ``--threads 1`` can be much faster than
 llama.cpp's default of one thread per core.)
 
@@ -16,13 +19,13 @@ Question sets (fixed seed ``--seed``, default 0; the held-out splits of
 :mod:`eval.pruning_data`, never seen by the shipped Provence model):
 
 - ``squad``: SQuAD v1.1 dev, articles 32-39 (1,746 questions), a seeded sample of
-  ``--questions``. Candidates: the gold paragraph + the 4 BM25-nearest other paragraphs of the
+  ``--limit``. Candidates: the gold paragraph + the 4 BM25-nearest other paragraphs of the
   same article (hard distractors), in a seeded per-question shuffle (so "first" is not "gold").
 - ``hotpotqa``: HotpotQA dev distractor questions 58-72 (only 15 are held out: Provence was
   trained on 0-57; ``--hotpot-split all`` uses all 73, contaminated for Provence). Candidates:
   the question's 10 paragraphs in the given order.
 - ``wtq``: WikiTableQuestions test questions on real Wikipedia pages
-  (``wikitablequestions_html``), seeded shuffle, keeping the first ``--questions`` whose
+  (``wikitablequestions_html``), seeded shuffle, keeping the first ``--limit`` whose
   answer (every value of it) is in the cleaned page text (as eval/html.py does: computed
   answers such as counts cannot be found by pruning). Multi-value answers are scored as one
   string, values joined with ", ".
@@ -65,7 +68,7 @@ context is cut again in proportion to the reported overflow (up to 3 times). Cut
 counted (``cut_to_window``); this mostly hits WTQ ``full``.
 
 Reader: greedy (temperature 0) generation of at most ``--answer-tokens`` (32) tokens through
-:func:`ragprune.rerank.llm.load_llm` (``--reader-backend auto``: in-process llama.cpp for
+:func:`ragprune.rerank.llm.load_llm` (``--llm-backend auto``: in-process llama.cpp for
 GGUF files), one user message::
 
     Answer the question using only the context. Reply with a short answer only (a few words).
@@ -82,7 +85,7 @@ correct answer is:``; a colon or dash is required), surrounding quotes, backtick
 (markdown bold) and one trailing period, repeatedly. A line that is only a label ("The answer
 is:") is skipped; "The answer is Paris" (no colon) is kept whole and scores partial F1. An empty
 result (or a reply the backend could not parse) scores zero and counts in ``empty_answers``.
-Replies are cached in ``--cache`` (JSONL, one line per answer) keyed by (reader, strategy,
+Replies are cached in ``--llm-cache`` (JSONL, one line per answer) keyed by (reader, strategy,
 question id, context hash: sha256 of the full prompt and the generation settings); a rerun
 or a resumed run only calls the reader for new prompts, and identical prompts built by two
 strategies are read once. Answers are re-extracted from the stored raw reply when scoring.
@@ -119,7 +122,14 @@ from typing import Any
 
 import numpy as np
 
-from eval.common import save_json
+from eval.common import (
+    add_limit_arg,
+    add_llm_args,
+    add_output_args,
+    add_shared_arg,
+    outputs_refused,
+    save_results,
+)
 from eval.pruning_data import (
     LabelledPassage,
     PruningQuestion,
@@ -376,12 +386,12 @@ def load_custom(path: Path, n: int) -> QASet:
 
 def load_set(name: str, args: argparse.Namespace) -> QASet:
     if name == "squad":
-        return load_squad(args.shared, args.questions, args.seed)
+        return load_squad(args.shared, args.limit, args.seed)
     if name == "hotpotqa":
-        return load_hotpot(args.shared, args.questions, args.seed, args.hotpot_split)
+        return load_hotpot(args.shared, args.limit, args.seed, args.hotpot_split)
     if name == "wtq":
-        return load_wtq(args.shared, args.questions, args.seed)
-    return load_custom(args.qa_file, args.questions)
+        return load_wtq(args.shared, args.limit, args.seed)
+    return load_custom(args.qa_file, args.limit)
 
 
 # ----------------------------------------------------------------------------------------
@@ -701,10 +711,12 @@ def load_reader(spec: str, backend: str, args: argparse.Namespace) -> Any:
     kw: dict[str, Any] = {}
     if backend == "llamacpp":
         kw["n_ctx"] = args.reader_ctx
-        if args.threads:
-            kw["threads"] = args.threads
+        if args.llm_threads or args.threads:
+            kw["threads"] = args.llm_threads or args.threads
     elif backend == "transformers":
         kw["max_input_tokens"] = args.reader_ctx
+    elif backend == "openai" and args.llm_model:
+        kw["model"] = args.llm_model
     return load_llm(spec, backend=backend, **kw)
 
 
@@ -716,7 +728,8 @@ class AnswerCache:
         self.by_key: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         self.by_prompt: dict[tuple[str, str, str], dict[str, Any]] = {}
         if path is not None and path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
+            # errors="replace": a byte cut mid-character by a kill spoils its line only
+            for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
                 try:
                     r = json.loads(line)
                     self._index(r)
@@ -761,7 +774,7 @@ class Reader:
 
     def __init__(self, args: argparse.Namespace, backend: str, cache: AnswerCache) -> None:
         self.args, self.backend, self.cache = args, backend, cache
-        self.id = f"{args.reader}|{backend}"
+        self.id = f"{args.llm}|{backend}"
         self.llm: Any = None
         self.calls = self.hits = 0
 
@@ -782,7 +795,7 @@ class Reader:
             self.hits += 1
             return hit
         if self.llm is None:
-            self.llm = load_reader(self.args.reader, self.backend, self.args)
+            self.llm = load_reader(self.args.llm, self.backend, self.args)
         rec: dict[str, Any] = {"reader": self.id, "strategy": strategy, "qid": item.id, "context_hash": h}
         t = time.perf_counter()
         error = None
@@ -944,12 +957,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m eval.qa", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", nargs="+", default=["all"], choices=[*DATASETS, "all", "custom"])
     p.add_argument("--qa-file", type=Path, default=None, help="JSONL questions for --dataset custom")
-    p.add_argument("--shared", type=Path, default=Path("../shared/data"))
-    p.add_argument("--questions", type=int, default=200, help="questions per dataset (seeded sample)")
+    add_shared_arg(p)
+    add_limit_arg(p, "--questions", default=200, help="questions per dataset (seeded sample)")
     p.add_argument("--hotpot-split", choices=["heldout", "all"], default="heldout")
-    p.add_argument("--reader", default="qwen2.5-1.5b",
-                   help="model short name, .gguf path, folder or http(s) URL (callable:module:function for tests)")
-    p.add_argument("--reader-backend", default="auto", choices=["auto", "llamacpp", "transformers", "openai"])
+    g = p.add_argument_group("reader LLM (--reader, --reader-backend and --cache are the older names)")
+    add_llm_args(g, default="qwen2.5-1.5b", spec_aliases=("--reader",), backend_aliases=("--reader-backend",),
+                 cache_aliases=("--cache",),
+                 spec_help="reader: model short name, .gguf path, folder or http(s) URL (callable:module:function "
+                           "for tests)",
+                 cache_help="JSONL answer cache (resume / cheap reruns): one line per (reader, strategy, question, "
+                            "prompt hash) with the reply and its timings")
     p.add_argument("--reader-ctx", type=int, default=4096, help="reader context window (llama.cpp n_ctx)")
     p.add_argument("--max-context-tokens", type=int, default=None,
                    help="cut longer contexts (count_tokens); default 80%% of --reader-ctx")
@@ -964,19 +981,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--baseline-compression", type=_compression_arg, default="provence",
                    help="'provence' (match Provence at the reference threshold), 'natural', or a target in [0, 1)")
     p.add_argument("--provence", default="ragprune-provence", help="Provence checkpoint, or 'none'")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch and llama.cpp (default: library's)")
-    p.add_argument("--cache", type=Path, default=None, help="JSONL answer cache (resume / cheap reruns)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch and llama.cpp (default: library's; --llm-threads sets llama.cpp's alone)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path, default=None)
-    p.add_argument("--plot", type=Path, default=None)
+    add_output_args(p, plot=True)
     args = p.parse_args(argv)
     if "all" in args.dataset:
         args.dataset = list(DATASETS)
     args.dataset = list(dict.fromkeys(args.dataset))
     if "custom" in args.dataset and args.qa_file is None:
         p.error("--dataset custom needs --qa-file")
-    if args.questions < 1 or min(args.budgets) < 1 or args.reader_ctx < 256 or args.answer_tokens < 1:
-        p.error("--questions, --budgets and --answer-tokens must be positive and --reader-ctx >= 256")
+    if min(args.budgets) < 1 or args.reader_ctx < 256 or args.answer_tokens < 1:
+        p.error("--budgets and --answer-tokens must be positive and --reader-ctx >= 256")
     if args.max_context_tokens is None:
         args.max_context_tokens = int(0.8 * args.reader_ctx)
     args.budgets = sorted(set(args.budgets))
@@ -986,13 +1002,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if outputs_refused(args, "eval.qa"):  # before hours of reader calls, not after
+        return 2
     start = time.perf_counter()
     from ragprune.models import ModelNotFoundError
 
     try:
-        backend = resolve_backend(args.reader, args.reader_backend)
+        backend = resolve_backend(args.llm, args.llm_backend)
         if backend == "callable":
-            load_reader(args.reader, backend, args)  # fail now on a bad module/function
+            load_reader(args.llm, backend, args)  # fail now on a bad module/function
         sets = [load_set(d, args) for d in args.dataset]
     except (FileNotFoundError, ModelNotFoundError, ImportError, AttributeError, ValueError) as e:
         print(f"eval.qa: {type(e).__name__}: {e}", file=sys.stderr)
@@ -1004,7 +1022,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         except ImportError:
             pass
-    cache = AnswerCache(args.cache)
+    cache = AnswerCache(args.llm_cache)
     reader = Reader(args, backend, cache)
     res = Resources(args)
     results: dict[str, Any] = {}
@@ -1016,8 +1034,8 @@ def main(argv: list[str] | None = None) -> int:
             if not qa.items:
                 print(f"eval.qa: {qa.name}: no questions", file=sys.stderr)
                 continue
-            if len(qa.items) < args.questions:
-                print(f"eval.qa: {qa.name}: {len(qa.items)} questions in the subset (asked for {args.questions})",
+            if len(qa.items) < args.limit:
+                print(f"eval.qa: {qa.name}: {len(qa.items)} questions in the subset (asked for {args.limit})",
                       file=sys.stderr)
             results[qa.name], infos[qa.name] = evaluate_set(qa, args.strategies, res, reader, args)
     except (FileNotFoundError, ModelNotFoundError, ImportError, LLMError) as e:
@@ -1026,15 +1044,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cache.close()
     for name, rows in results.items():
-        print_table(name, rows, infos[name], args.reader)
+        print_table(name, rows, infos[name], args.llm)
     seconds = time.perf_counter() - start
     print(f"\nreader calls: {reader.calls}, cached answers: {reader.hits}, {seconds:.0f} s")
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    save_json(args.json, {**results, "reader": args.reader, "reader_backend": backend, "questions": args.questions,
-                          "seed": args.seed, "seconds": seconds, "reader_calls": reader.calls,
-                          "cached_answers": reader.hits, "datasets": infos, "prompt": PROMPT, "settings": settings})
+    save_results(args, {**results, "reader": args.llm, "reader_backend": backend, "questions": args.limit,
+                        "seed": args.seed, "seconds": seconds, "reader_calls": reader.calls,
+                        "cached_answers": reader.hits, "datasets": infos, "prompt": PROMPT})
     if args.plot and results:
-        plot(results, infos, args.reader, args.plot)
+        plot(results, infos, args.llm, args.plot)
         print(f"wrote {args.plot}")
     return 0
 

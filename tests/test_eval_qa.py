@@ -245,3 +245,86 @@ def test_real_wtq_two_questions(tmp_path, shared_data):
     assert set(rows) == {"full", "html-bm25@64", "first-n@64"}
     assert rows["full"]["answer_in_context"] == 1.0
     assert rows["html-bm25@64"]["context_tokens"] <= 64 and rows["first-n@64"]["context_tokens"] <= 64
+
+
+# ------------------------------------------------------------------ results files are not replaced by another run
+# The settings eval/results/qa.json records (written by the README's second eval.qa command, with
+# the option names of that time: --questions, --reader, --cache)
+QA_JSON_SETTINGS = {
+    "dataset": ["squad", "hotpotqa"], "qa_file": None, "shared": "../shared/data", "questions": 100,
+    "hotpot_split": "heldout", "reader": "qwen2.5-0.5b", "reader_backend": "auto", "reader_ctx": 4096,
+    "max_context_tokens": 3276, "answer_tokens": 32,
+    "strategies": ["full", "oracle", "bm25", "provence", "pipeline", "first-n"], "thresholds": [0.01, 0.1],
+    "budgets": [256, 512], "pipeline_threshold": 0.1, "pipeline_backfill": ["all", "kept-documents", "none"],
+    "rerank": "none", "baseline_compression": "provence", "provence": "ragprune-provence", "threads": 2,
+    "cache": "eval/results/qa_cache.jsonl", "seed": 0, "json": "eval/results/qa.json", "plot": "eval/results/qa.png"}
+
+
+def _readme_commands(results, cache):
+    first = ["--dataset", "all", "--questions", "100", "--reader", "qwen2.5-1.5b",
+             "--cache", str(cache), "--json", str(results), "--plot", str(results.with_suffix(".png"))]
+    second = ["--dataset", "squad", "hotpotqa", "--questions", "100", "--reader", "qwen2.5-0.5b", "--threads", "2",
+              "--strategies", "full", "oracle", "bm25", "provence", "pipeline", "first-n",
+              "--thresholds", "0.01", "0.1", "--budgets", "256", "512",
+              "--pipeline-backfill", "all", "kept-documents", "none",
+              "--cache", str(cache), "--json", str(results), "--plot", str(results.with_suffix(".png"))]
+    return first, second
+
+
+def test_readme_first_command_does_not_overwrite_the_results_of_the_tables(tmp_path, capsys):
+    from eval.common import check_outputs
+
+    results = tmp_path / "qa.json"
+    results.write_text(json.dumps({"squad": {"full": {"f1": 0.5}}, "settings": QA_JSON_SETTINGS}))
+    before = results.read_bytes()
+    first, second = _readme_commands(results, tmp_path / "cache.jsonl")
+    # the README's first command: another run (all datasets, another reader): refused before any work
+    assert qa.main(first) == 2
+    err = capsys.readouterr().err
+    assert "holds the results of a different run" in err and "--force" in err
+    assert "dataset:" in err and "llm:" in err and "strategies:" in err
+    assert results.read_bytes() == before and not (tmp_path / "cache.jsonl").exists()
+    assert not results.with_suffix(".png").exists()
+    # the command that wrote the file may rewrite it (new option names and the old ones alike)
+    check_outputs(qa.parse_args(second))
+    renamed = [{"--questions": "--limit", "--reader": "--llm", "--cache": "--llm-cache"}.get(a, a) for a in second]
+    check_outputs(qa.parse_args(renamed))
+    # a smaller run of the same command is refused too; --force (or --overwrite) replaces the file
+    smaller = [("10" if a == "100" else a) for a in second]
+    with pytest.raises(ValueError, match=r"limit: 100 -> 10"):
+        check_outputs(qa.parse_args(smaller))
+    check_outputs(qa.parse_args([*smaller, "--force"]))
+    check_outputs(qa.parse_args([*smaller, "--overwrite"]))
+
+
+def test_results_file_guard_end_to_end(tmp_path, capsys, fake_provence):
+    _fixture(tmp_path / "qa.jsonl")
+    out = tmp_path / "out.json"
+    res = _run(tmp_path, "--strategies", "full", "oracle")
+    assert res["settings"]["strategies"] == ["full", "oracle"] and res["settings"]["limit"] == 200
+    assert "json" not in res["settings"] and "llm_cache" not in res["settings"]
+    base = ["--dataset", "custom", "--qa-file", str(tmp_path / "qa.jsonl"), *READER, "--json", str(out)]
+    calls = CALLS["n"]
+    assert qa.main([*base, "--strategies", "full"]) == 2  # another run: nothing asked, nothing written
+    assert CALLS["n"] == calls and json.loads(out.read_text()) == res
+    assert "strategies:" in capsys.readouterr().err
+    assert qa.main([*base, "--strategies", "full", "--force"]) == 0
+    assert set(json.loads(out.read_text())["custom"]) == {"full"}
+    # a file that records no settings (written before they were recorded) is replaced with a note
+    out.write_text(json.dumps({"custom": {}}))
+    assert qa.main([*base, "--strategies", "oracle"]) == 0
+    assert "records no settings" in capsys.readouterr().err
+    # a plot without --json: an existing picture is not replaced without --force
+    png = tmp_path / "p.png"
+    png.write_bytes(b"old")
+    assert qa.main([*base[:-2], "--strategies", "full", "--plot", str(png)]) == 2
+    assert png.read_bytes() == b"old"
+
+
+def test_answer_cache_survives_a_line_cut_mid_character(tmp_path):
+    cache = tmp_path / "c.jsonl"
+    good = {"reader": "r", "strategy": "full", "qid": "q1", "context_hash": "h", "raw": "Zürich"}
+    cut = json.dumps({**good, "qid": "q2"}, ensure_ascii=False).encode()
+    cache.write_bytes(json.dumps(good, ensure_ascii=False).encode() + b"\n" + cut[: cut.index("ü".encode()) + 1])
+    c = qa.AnswerCache(cache)
+    assert c.get("r", "full", "q1", "h")["raw"] == "Zürich" and c.get("r", "full", "q2", "h") is None
