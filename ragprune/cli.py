@@ -117,16 +117,36 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# The benchmark scripts of the workbench (eval/ in a source checkout; not part of the wheel):
+# `ragprune eval SUITE ARGS` runs `python -m eval.SUITE ARGS`.
+EVAL_SUITES = ("beir", "bright", "html", "lexical_sweep", "pipeline", "prp_pairs", "pruning", "pruning_misses", "qa",
+               "speed")
+
+
+def _workbench_root() -> Path | None:
+    """The checkout whose eval/ folder holds the eval scripts: the one this file is in (an editable
+    install), else the current directory; None when neither has it (an installed wheel)."""
+    for root in (Path(__file__).resolve().parents[1], Path.cwd()):
+        if (root / "eval" / "__init__.py").is_file() and (root / "eval" / "common.py").is_file():
+            return root
+    return None
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import importlib
 
-    root = Path(__file__).resolve().parents[1]
-    if (root / "eval" / "__init__.py").is_file() and str(root) not in sys.path:
+    root = _workbench_root()
+    if root is None:
+        print(f"ragprune eval {args.suite}: the eval scripts are the workbench of a source checkout, not part of "
+              f"the installed package; in a checkout run `python -m eval.{args.suite} ...` (or `ragprune eval "
+              f"{args.suite} ...` from its top folder).", file=sys.stderr)
+        return EXIT_FAIL
+    if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     try:
         module = importlib.import_module(f"eval.{args.suite}")
-    except ImportError as e:
-        print(f"ragprune eval: the eval scripts come with a source checkout ({e}).", file=sys.stderr)
+    except ImportError as e:  # the script needs an extra that is not installed
+        print(f"ragprune eval {args.suite}: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_FAIL
     return int(module.main(args.rest) or 0)
 
@@ -165,8 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     kind.add_argument("--html", action="store_true", help="treat the input as HTML")
     kind.add_argument("--text", action="store_true", help="treat the input as plain text")
     pp.add_argument("--output-html", action="store_true", help="print the pruned HTML rather than its text")
-    pe = sub.add_parser("eval", help="run an eval script: beir, pruning, html, speed")
-    pe.add_argument("suite", choices=["beir", "pruning", "html", "speed"])
+    pe = sub.add_parser("eval", help="run an eval script of a source checkout (python -m eval.SUITE)",
+                        description="Run `python -m eval.SUITE ARGS` (the workbench of a source checkout); "
+                                    "`ragprune eval SUITE --help` lists a suite's options.")
+    pe.add_argument("suite", choices=EVAL_SUITES)
     pe.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the eval script")
     return p
 
