@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     texts = [ds.queries[q] for q in qids]
 
     bm25 = BM25Retriever.from_documents(ds.corpus, show_progress=False)
-    recorder = Recorder(CrossEncoderReranker(quantize=args.quantize))
+    recorder = Recorder(CrossEncoderReranker(quantize=args.quantize, first_stage_weight="recommended"))
     pruner = Recorder(ProvencePruner(threshold=args.threshold, quantize=args.quantize,
                                     passage_weighting=args.passage_weighting))
     pipe = Pipeline(bm25, recorder, pruner, max_tokens=args.budget[0], candidates=args.candidates, top_k=args.top_k)

@@ -510,7 +510,7 @@ class Resources:
             if name == "cross-encoder":
                 from ragprune.rerank.cross_encoder import CrossEncoderReranker
 
-                inst = CrossEncoderReranker()
+                inst = CrossEncoderReranker(first_stage_weight="recommended")  # fused with BM25, as published
             elif name in ("html-bm25", "html-dense"):
                 from ragprune.html.prune import HtmlPruner
 

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     bm25 = BM25Retriever.from_documents(docs)
     print(f"indexed {len(docs)} abstracts in {time.perf_counter() - t:.1f}s")
-    pipe = Pipeline(bm25, CrossEncoderReranker(), ProvencePruner(), max_tokens=args.max_tokens,
+    pipe = Pipeline(bm25, CrossEncoderReranker(first_stage_weight="recommended"), ProvencePruner(), max_tokens=args.max_tokens,
                     candidates=20, top_k=5)
 
     for qid in [q for q in queries if q in qrels][: args.queries]:

@@ -21,6 +21,8 @@ _LAZY = {
     "HybridRetriever": "ragprune.retrieve.hybrid",
     "Retriever": "ragprune.retrieve.base",
     "Reranker": "ragprune.rerank.base",
+    "Scorer": "ragprune.rerank.base",
+    "PointwiseReranker": "ragprune.rerank.base",
     "CrossEncoderReranker": "ragprune.rerank.cross_encoder",
     "PairwiseReranker": "ragprune.rerank.pairwise",
     "LlamaCppLLM": "ragprune.rerank.llm",

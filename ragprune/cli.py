@@ -77,7 +77,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     from .retrieve.bm25 import BM25Retriever
 
     hits = BM25Retriever.load(args.index).retrieve(args.query, k=args.candidates)
-    out = CrossEncoderReranker(args.model).rerank(args.query, hits, k=args.k)
+    out = CrossEncoderReranker(args.model, first_stage_weight="recommended").rerank(args.query, hits, k=args.k)
     print(json.dumps(_hits_json(out))) if args.json else _print_hits(out)
     return EXIT_OK
 

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         bm25 = BM25Retriever.load(Path(tmp) / "scifact-bm25")
     print(f"indexed {len(ds.corpus)} SciFact abstracts in {t_index:.2f}s: {bm25!r}")
     t = time.perf_counter()
-    reranker = _optional("reranker", lambda: CrossEncoderReranker())
+    reranker = _optional("reranker", lambda: CrossEncoderReranker(first_stage_weight="recommended"))
     pruner = _optional("pruner", lambda: ProvencePruner(threshold=0.1))
     print(f"loaded models in {time.perf_counter() - t:.2f}s: {reranker!r}, {pruner!r}\n")
     pipe = Pipeline(bm25, reranker, pruner, max_tokens=args.max_tokens, candidates=args.candidates, top_k=args.top_k)

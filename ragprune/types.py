@@ -76,10 +76,24 @@ class ScoredDocument:
     """A document with the score a retriever or reranker gave it (higher is better).
 
     Scores are comparable only within one result list of one stage.
+
+    Attributes:
+        document: The document, untouched.
+        score: What the result list is ordered by. For a retriever, its score (e.g. BM25); for
+            a reranker, its own score (``model_score``), or the fusion of ``model_score`` with
+            ``first_stage_score`` when the reranker was built with ``first_stage_weight > 0``
+            (then a value in [0, 1]). Its meaning depends on the stage's options, never on the
+            type of the input.
+        model_score: A reranker's own score of the document (e.g. the cross-encoder logit),
+            whatever the fusion option; ``None`` on a retriever's output.
+        first_stage_score: The score the candidate arrived with at the reranker (``None`` when
+            it came as a plain ``Document``/str/dict, and on a retriever's output).
     """
 
     document: Document
     score: float
+    model_score: float | None = None
+    first_stage_score: float | None = None
 
     @property
     def id(self) -> str:

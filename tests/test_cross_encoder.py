@@ -173,3 +173,56 @@ def test_first_stage_fusion(tiny):
     assert [h.score for h in all_first] == pytest.approx([1.0, 0.5, 0.0])
     with pytest.raises(ValueError, match="first_stage_weight must be <= 1"):
         CrossEncoderReranker(tiny, first_stage_weight=2)
+    with pytest.raises(ValueError, match="unknown first_stage_weight 'tuned'"):
+        CrossEncoderReranker(tiny, first_stage_weight="tuned")
+
+
+def test_score_meaning_does_not_change_with_the_input_type(ce, toy_docs):
+    """Without fusion (the default) a ScoredDocument and a plain Document get the same score: the
+    model's own; the first-stage score is reported beside it, never mixed in."""
+    docs = [Document(id=d["_id"], text=d["text"], title=d.get("title", "")) for d in toy_docs]
+    plain = ce.rerank("capital of France", docs)
+    scored = ce.rerank("capital of France", [ScoredDocument(d, 100.0 - i) for i, d in enumerate(docs)])
+    assert ce.first_stage_weight == 0.0
+    assert [(h.id, h.score) for h in plain] == [(h.id, h.score) for h in scored]
+    assert all(h.model_score == h.score for h in plain + scored)
+    assert all(h.first_stage_score is None for h in plain)
+    assert {h.id: h.first_stage_score for h in scored} == {d.id: 100.0 - i for i, d in enumerate(docs)}
+    direct = ce.score(["capital of France"] * len(docs), docs)
+    assert {h.id: h.model_score for h in plain} == pytest.approx({d.id: s for d, s in zip(docs, direct)})
+
+
+def test_fusion_is_explicit_and_keeps_the_model_score(tiny, ce):
+    docs = [Document(id=i, text=f"passage about {i}") for i in ("a", "b", "c", "d")]
+    hits = [ScoredDocument(d, s) for d, s in zip(docs, (4.0, 3.0, 2.0, 1.0))]
+    fused = CrossEncoderReranker(tiny, first_stage_weight=0.5)
+    out = fused.rerank("q", hits)
+    model = dict(zip("abcd", fused.score(["q"] * 4, docs)))
+    lo, hi = min(model.values()), max(model.values())
+    for h in out:
+        assert h.model_score == pytest.approx(model[h.id], abs=1e-6)
+        expect = 0.5 * (h.model_score - lo) / (hi - lo) + 0.5 * (h.first_stage_score - 1.0) / 3.0
+        assert h.score == pytest.approx(expect, abs=1e-5)
+    assert [h.score for h in out] == sorted((h.score for h in out), reverse=True)
+    # fusing needs first-stage scores: plain candidates are an error, not a silent switch of meaning
+    for bad in (docs, ["passage a", "passage b"], [hits[0], docs[1]]):
+        with pytest.raises(ValueError, match="first_stage_weight=0.5 fuses .* pass ScoredDocument candidates"):
+            fused.rerank("q", bad)
+    assert fused.rerank("q", []) == []
+
+
+def test_recommended_fusion_weight_comes_from_the_checkpoint(tmp_path):
+    path = make_tiny_cross_encoder(tmp_path / "rec")
+    assert CrossEncoderReranker(path, first_stage_weight="recommended").first_stage_weight == 0.0  # no ragprune.json
+    (path / "ragprune.json").write_text(json.dumps({"first_stage_weight": 0.3}))
+    assert CrossEncoderReranker(path).first_stage_weight == 0.0  # the default never fuses
+    assert CrossEncoderReranker(path, first_stage_weight="recommended").first_stage_weight == 0.3
+    with pytest.warns(DeprecationWarning, match="first_stage_weight=None is deprecated"):
+        assert CrossEncoderReranker(path, first_stage_weight=None).first_stage_weight == 0.3
+
+
+def test_cross_encoder_is_both_scorer_and_reranker(ce):
+    from ragprune.rerank.base import PointwiseReranker, Reranker, Scorer
+
+    assert isinstance(ce, Scorer) and isinstance(ce, Reranker) and isinstance(ce, PointwiseReranker)
+    assert ce.score([], []) == []

@@ -11,13 +11,13 @@ from langchain_core.runnables import RunnablePassthrough  # noqa: E402
 from ragprune import BM25Retriever, Pipeline  # noqa: E402
 from ragprune.integrations.langchain import RagpruneCompressor, RagpruneRetriever  # noqa: E402
 from ragprune.prune.baselines import LeadPruner  # noqa: E402
-from ragprune.rerank.base import Reranker  # noqa: E402
+from ragprune.rerank.base import PointwiseReranker  # noqa: E402
 
 
-class LengthReranker(Reranker):
+class LengthReranker(PointwiseReranker):
     """Shorter passages first (a deterministic stand-in for a model)."""
 
-    def score(self, queries, docs):
+    def _score(self, queries, docs):
         return [-float(len(d.text)) for d in docs]
 
 

@@ -213,8 +213,12 @@ def test_bad_arguments() -> None:
         r.rerank("  ", ["a"])
     with pytest.raises(TypeError):
         r.rerank("q", "not a list")
-    with pytest.raises(TypeError, match="rerank"):
-        r.score(["q"], [Document(id="a", text="b")])
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        r.rerank("q", ["a"], k=0)
+    with pytest.raises(ValueError, match="2 queries but 1 candidate lists"):
+        r.rerank_many(["q1", "q2"], [["a"]])
+    with pytest.raises(TypeError, match="queries must be a list of str"):
+        r.rerank_many("q", [["a"]])
 
 
 def test_prompt_order_reuses_the_previous_passage_a() -> None:
@@ -286,3 +290,26 @@ def test_min_margin_gate_keeps_input_order_on_weak_comparisons() -> None:
     for bad in (-1, float("nan"), "1", True):
         with pytest.raises(ValueError, match="min_margin"):
             PairwiseReranker(NoisyLogprobLLM(), min_margin=bad)
+
+
+def test_pairwise_is_a_list_reranker_not_a_pointwise_scorer() -> None:
+    from ragprune.html.prune import HtmlPruner
+    from ragprune.rerank.base import Reranker, Scorer
+
+    r = PairwiseReranker(OracleLLM(), method="allpair")
+    assert isinstance(r, Reranker) and not isinstance(r, Scorer)
+    assert not hasattr(r, "score")  # no inherited score() that refuses to work
+    with pytest.raises(ValueError, match="unknown scorer"):
+        HtmlPruner(r)  # a block scorer must be pointwise
+
+
+def test_pairwise_scores_do_not_depend_on_the_input_type() -> None:
+    from ragprune.types import ScoredDocument
+
+    plain = PairwiseReranker(OracleLLM(), method="allpair").rerank("q", docs([1, 3, 2]))
+    scored = PairwiseReranker(OracleLLM(), method="allpair").rerank(
+        "q", [ScoredDocument(d, 100.0 - i) for i, d in enumerate(docs([1, 3, 2]))])
+    assert [(h.id, h.score) for h in plain] == [(h.id, h.score) for h in scored]
+    assert all(h.model_score == h.score for h in plain + scored)
+    assert [h.first_stage_score for h in scored] == [99.0, 98.0, 100.0]  # the scores they arrived with
+    assert all(h.first_stage_score is None for h in plain)

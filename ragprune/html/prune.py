@@ -32,8 +32,9 @@ class HtmlPruner:
     Args:
         scorer: How blocks are scored against the query: ``"bm25"`` (default, no model),
             ``"dense"`` (all-MiniLM-L6-v2 cosine), any object with ``score(queries, docs)``
-            (a :class:`~ragprune.rerank.base.Reranker`, e.g. ``CrossEncoderReranker`` or
-            ``ProvencePruner``), or a callable ``(query, texts) -> scores``.
+            (a pointwise :class:`~ragprune.rerank.base.Scorer`, e.g. ``CrossEncoderReranker`` or
+            ``ProvencePruner``; not ``PairwiseReranker``, which only compares blocks in pairs), or a
+            callable ``(query, texts) -> scores``.
         max_tokens: Budget of the pruned HTML (tags included), by ``token_counter``.
         max_node_words: Block granularity: the most words one block may hold.
         use_context: Score ``heading + table header + block text`` instead of the block text

@@ -36,6 +36,8 @@ def to_langchain(item: ScoredDocument | PrunedDocument | Document, **extra: Any)
     meta: dict[str, Any] = {**dict(doc.metadata), "id": doc.id, "title": doc.title, **extra}
     if isinstance(item, (ScoredDocument, PrunedDocument)):
         meta["score"] = item.score
+    if isinstance(item, ScoredDocument) and item.model_score is not None:
+        meta["model_score"] = item.model_score
     if isinstance(item, PrunedDocument):
         meta["compression"] = item.compression
         meta["kept_sentences"] = list(item.kept)

@@ -37,6 +37,8 @@ def to_node(item: ScoredDocument | PrunedDocument) -> NodeWithScore:
     if isinstance(item, PrunedDocument):
         meta["compression"] = item.compression
         meta["kept_sentences"] = list(item.kept)
+    elif item.model_score is not None:
+        meta["model_score"] = item.model_score
     return NodeWithScore(node=TextNode(id_=doc.id, text=text, metadata=meta), score=float(item.score))
 
 

@@ -56,7 +56,7 @@ import numpy as np
 from .._quant import check_quantize, int8_dynamic
 from .._validate import check_number, check_positive_int
 from ..models import check_tokenizer, resolve_model
-from ..rerank.base import Reranker, check_pairs
+from ..rerank.base import PointwiseReranker, check_pairs
 from ..text import SentenceSplitter, TokenCounter, count_tokens, sentence_spans, tokenizer_safe
 from ..types import Document, PrunedDocument
 from .base import Pruner, build_pruned
@@ -223,7 +223,7 @@ def load_provence(model: str | os.PathLike[str], *, owner: str = "ProvencePruner
     return tok, net.float().eval(), path
 
 
-class ProvencePruner(Pruner, Reranker):
+class ProvencePruner(Pruner, PointwiseReranker):
     """Sentence-level context pruning (and reranking) with a two-head encoder.
 
     Args:
@@ -386,8 +386,9 @@ class ProvencePruner(Pruner, Reranker):
             np.add.at(counts[i], j[ok], 1)
         return [(best[i], sums[i] / np.maximum(counts[i], 1)) for i in range(len(docs))]
 
-    # ------------------------------------------------------------------ Reranker protocol
-    def score(self, queries: Sequence[str], docs: Sequence[Document]) -> list[float]:
+    # ------------------------------------------------------------------ Scorer / Reranker protocol
+    def _score(self, queries: list[str], docs: list[Document]) -> list[float]:
+        """The ranking head's score of each pair (max over windows); ``score``/``rerank`` use it."""
         return [r for r, _ in self.infer(queries, docs)]
 
     # ------------------------------------------------------------------ Pruner protocol

@@ -1,8 +1,11 @@
-"""Second stage: reorder candidates (cross-encoder, pairwise LLM prompting)."""
+"""Second stage: reorder candidates (cross-encoder, pairwise LLM prompting).
 
-from .base import Reranker
+``Scorer`` (pointwise ``score``) and ``Reranker`` (list-wise ``rerank``) are separate interfaces;
+``PointwiseReranker`` is both (rerank by sorting on scores, optional first-stage fusion)."""
 
-__all__ = ["Reranker", "CrossEncoderReranker", "PairwiseReranker"]
+from .base import PointwiseReranker, Reranker, Scorer
+
+__all__ = ["Reranker", "Scorer", "PointwiseReranker", "CrossEncoderReranker", "PairwiseReranker"]
 
 
 def __getattr__(name: str):  # lazy: torch/transformers only when used

@@ -10,16 +10,16 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
+import warnings
 from pathlib import Path
 from typing import Any
 
 from .._quant import check_quantize, int8_dynamic
-from .._validate import check_number, check_positive_int
+from .._validate import check_positive_int
 from ..models import check_tokenizer, resolve_model
 from ..text import tokenizer_safe
 from ..types import Document
-from .base import Reranker, check_pairs
+from .base import FusionWeight, PointwiseReranker, check_fusion_weight
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def _recommended(path: Path) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
-class CrossEncoderReranker(Reranker):
+class CrossEncoderReranker(PointwiseReranker):
     """Scores ``(query, title + passage)`` pairs jointly with a cross-encoder.
 
     Args:
@@ -102,17 +102,28 @@ class CrossEncoderReranker(Reranker):
         quantize: ``"int8"`` applies torch dynamic int8 quantization to the Linear layers
             (CPU only; faster, slightly different scores).
         trust_remote_code: Allow checkpoints that ship their own modelling code. Off by default.
-        first_stage_weight: Interpolate with the candidates' first-stage scores (see
-            :class:`~ragprune.rerank.base.Reranker`); 0 = pure cross-encoder. ``None`` (default)
-            uses the value recommended in the checkpoint's ``ragprune.json`` (tuned on a dev
-            split, see the model card), or 0 for checkpoints without one.
+        first_stage_weight: Fusion with the scores the candidates arrived with (see
+            :class:`~ragprune.rerank.base.PointwiseReranker`): 0 (default) ranks by the
+            cross-encoder's scores alone, whatever the input type; a weight in (0, 1] ranks by
+            ``(1 - w) * minmax(model) + w * minmax(first stage)`` and then needs
+            ``ScoredDocument`` candidates (a retriever's output); ``"recommended"`` uses the
+            value tuned on a dev split and stored in the checkpoint's ``ragprune.json`` (0.4 for
+            the shipped reranker, see its model card; 0 for checkpoints without one). Each
+            result carries the model's own score as ``model_score`` either way.
 
     A checkpoint with one output uses that logit as the score; with two outputs, the
     difference ``logit[1] - logit[0]``.
 
+    Raises:
+        ValueError: with ``first_stage_weight > 0``, :meth:`rerank` of candidates without
+            first-stage scores (plain strings, ``Document`` or dicts).
+
     Example:
         >>> ce = CrossEncoderReranker()                                       # doctest: +SKIP
         >>> hits = ce.rerank("what causes scurvy", bm25.retrieve(q, 100), k=10)  # doctest: +SKIP
+        >>> fused = CrossEncoderReranker(first_stage_weight="recommended")       # doctest: +SKIP
+        >>> top = fused.rerank(q, bm25.retrieve(q, 100), k=10)                 # doctest: +SKIP
+        >>> top[0].score, top[0].model_score, top[0].first_stage_score        # doctest: +SKIP
     """
 
     def __init__(
@@ -124,7 +135,7 @@ class CrossEncoderReranker(Reranker):
         device: str = "cpu",
         quantize: str | None = None,
         trust_remote_code: bool = False,
-        first_stage_weight: float | None = None,
+        first_stage_weight: FusionWeight | None = 0.0,
     ) -> None:
         owner = "CrossEncoderReranker"
         self.max_length = check_positive_int(max_length, "max_length", owner)
@@ -135,9 +146,12 @@ class CrossEncoderReranker(Reranker):
         check_quantize(quantize, device, owner)
         _import_torch()  # a clear ImportError before anything else
         self.tokenizer, net, self.path = load_cross_encoder(model, trust_remote_code=trust_remote_code)
-        if first_stage_weight is None:  # the checkpoint's recommendation (ragprune.json), else pure scores
-            first_stage_weight = _recommended(self.path).get("first_stage_weight", 0.0)
-        self.first_stage_weight = check_number(first_stage_weight, "first_stage_weight", owner, low=0.0, high=1.0)
+        if first_stage_weight is None:  # the default before fusion became explicit
+            warnings.warn("CrossEncoderReranker: first_stage_weight=None is deprecated; pass 'recommended' for the "
+                          "checkpoint's tuned fusion weight, or 0 (the default) for the model's scores alone.",
+                          DeprecationWarning, stacklevel=2)
+            first_stage_weight = "recommended"
+        self.first_stage_weight = check_fusion_weight(first_stage_weight, owner, _recommended(self.path))
         self.num_labels = int(net.config.num_labels)
         if self.num_labels not in (1, 2):
             raise ValueError(f"{owner}: {self.path} has {self.num_labels} outputs; a cross-encoder has 1 or 2.")
@@ -149,8 +163,7 @@ class CrossEncoderReranker(Reranker):
         self.quantize = quantize
         self._lock = threading.Lock()
 
-    def score(self, queries: Sequence[str], docs: Sequence[Document]) -> list[float]:
-        queries, docs = check_pairs(queries, docs, "CrossEncoderReranker.score")
+    def _score(self, queries: list[str], docs: list[Document]) -> list[float]:
         torch = _import_torch()
         passages = [tokenizer_safe(d.full_text) for d in docs]
         queries = [tokenizer_safe(q) for q in queries]

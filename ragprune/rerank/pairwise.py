@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._validate import check_choice, check_positive_int, check_query
-from ..types import Document, DocumentLike, ScoredDocument
-from .base import Reranker, as_candidates
+from .._validate import check_choice, check_positive_int
+from ..types import Document, ScoredDocument
+from .base import Reranker
 from .llm import LLMBackend, LLMResponseError, pick_label
 
 __all__ = ["PairwiseReranker", "PairwiseStats", "PairwiseResult", "PRP_PROMPT", "PROMPTS", "prp_counts"]
@@ -181,6 +181,11 @@ class _Session:
 class PairwiseReranker(Reranker):
     """Rerank with an LLM comparing two passages at a time (PRP).
 
+    A list-wise :class:`~ragprune.rerank.base.Reranker` only: it compares candidates with each
+    other and has no pointwise ``score()`` (it is not a :class:`~ragprune.rerank.base.Scorer`,
+    so it cannot be an ``HtmlPruner`` block scorer). Scores of the candidates' first stage are
+    not used; ``model_score`` equals ``score``.
+
     Args:
         llm: Any :class:`~ragprune.rerank.llm.LLMBackend` (local transformers model,
             OpenAI-compatible server, in-process llama.cpp, or a Python callable).
@@ -207,7 +212,12 @@ class PairwiseReranker(Reranker):
         cache: Reuse answers to identical prompts within one ranking.
 
     ``rerank()`` returns a :class:`PairwiseResult`: ``ScoredDocument`` s best first (the score
-    is ``n - rank`` for sliding/heapsort and the win count for allpair) with ``.stats``.
+    is ``n - rank`` for sliding/heapsort and the win count for allpair) with ``.stats``;
+    ``rerank_many()`` one per query, each with its own cache and call budget.
+
+    Raises:
+        TypeError/ValueError: at construction, for invalid options; in ``rerank``, for a blank
+            query, ``k < 1`` or malformed candidates (as every reranker).
 
     Example:
         >>> from ragprune.rerank.llm import CallableLLM
@@ -265,18 +275,14 @@ class PairwiseReranker(Reranker):
     def _passage(self, doc: Document) -> str:
         return " ".join(doc.full_text.split()[: self.max_passage_words])
 
-    def score(self, queries: Sequence[str], docs: Sequence[Document]) -> list[float]:
-        raise TypeError("PairwiseReranker compares candidates with each other; call rerank()/rerank_many() "
-                        "with a whole candidate list instead of score().")
+    def _rerank_many(self, queries: list[str], docs: list[list[Document]], first_stage: list[list[float] | None],
+                     k: int | None) -> list[list[ScoredDocument]]:
+        """Each query in turn, each with its own cache and call budget (first-stage scores are
+        reported as ``first_stage_score``, never used)."""
+        return [self._rank(q, d, f, k) for q, d, f in zip(queries, docs, first_stage)]
 
-    def rerank(self, query: str, docs: Sequence[ScoredDocument | DocumentLike], k: int | None = None
-               ) -> PairwiseResult:
-        """Rank ``docs`` for ``query`` with the configured method; keep the best ``k`` (all if None)."""
-        owner = "PairwiseReranker.rerank"
-        query = check_query(query, owner)
-        if k is not None:
-            check_positive_int(k, "k", owner)
-        cands = as_candidates(docs, owner)
+    def _rank(self, query: str, cands: list[Document], first: list[float] | None, k: int | None) -> PairwiseResult:
+        """Rank validated candidates for one query with the configured method."""
         start = time.perf_counter()
         session = _Session(self, query, cands)
         order, scores = getattr(self, f"_{self.method}")(session, len(cands))
@@ -286,16 +292,9 @@ class PairwiseReranker(Reranker):
             completion_tokens=session.completion_tokens, seconds=time.perf_counter() - start,
             disagreements=session.disagreements, failures=session.failures, gated=session.gated,
             budget_exhausted=session.exhausted)
-        return PairwiseResult([ScoredDocument(cands[i], float(scores[i])) for i in order[:k]], stats)
-
-    def rerank_many(self, queries: Sequence[str], docs: Sequence[Sequence[ScoredDocument | DocumentLike]],
-                    k: int | None = None) -> list[PairwiseResult]:  # type: ignore[override]
-        """:meth:`rerank` for each query in turn (each with its own cache and budget)."""
-        if isinstance(queries, (str, bytes)):
-            raise TypeError("PairwiseReranker.rerank_many: queries must be a list of str; use rerank() for one.")
-        if len(docs) != len(queries):
-            raise ValueError(f"PairwiseReranker.rerank_many: got {len(queries)} queries but {len(docs)} lists.")
-        return [self.rerank(q, d, k) for q, d in zip(queries, docs)]
+        return PairwiseResult([ScoredDocument(cands[i], float(scores[i]), model_score=float(scores[i]),
+                                              first_stage_score=None if first is None else first[i])
+                               for i in order[:k]], stats)
 
     # -- the three methods: each returns (order, score per input index) -----------------
 
