@@ -50,7 +50,12 @@ class Pipeline:
     Args:
         retriever: Any :class:`~ragprune.retrieve.base.Retriever`.
         reranker: Optional :class:`~ragprune.rerank.base.Reranker` applied to the candidates.
-        pruner: Optional :class:`~ragprune.prune.base.Pruner` applied to the top documents.
+        pruner: Optional :class:`~ragprune.prune.base.Pruner` applied to the top documents. Its
+            options hold in the context: documents come in the order the pruner returns them
+            (the reranker's, or the pruner's own with ``reorder=True``, which may also drop
+            documents with ``top_k``), and each document's text is assembled by the pruner
+            (:meth:`~ragprune.prune.base.Pruner.select`: sentence order, title...) from the
+            sentences the budget kept; text the pruner adds (a title) is charged to the budget.
         max_tokens: The one budget for the final context.
         candidates: How many documents the retriever returns (the reranker's input).
         top_k: How many documents go on to pruning and budgeting.
@@ -130,6 +135,16 @@ class Pipeline:
         spans = sentence_spans(hit.document.text)
         return build_pruned(hit.document, spans, range(len(spans)), hit.score, self.token_counter)
 
+    def _select(self, p: PrunedDocument, positions: Sequence[int]) -> PrunedDocument:
+        """Document ``p`` with the sentences ``positions``, its text assembled by the pruner."""
+        if self.pruner is not None and callable(getattr(self.pruner, "select", None)):
+            return self.pruner.select(p, positions)
+        if p.sentences and not p.spans:
+            raise ValueError(f"Pipeline: document {p.id!r} has no sentence spans; pruners must build results with "
+                             "ragprune.prune.base.build_pruned (or implement Pruner.select).")
+        return build_pruned(p.document, p.spans, positions, p.score, self.token_counter,
+                            sentence_scores=p.sentence_scores or None)
+
     def _units(self, pruned: list[PrunedDocument]) -> list[Unit]:
         """Budget units: the pruner's kept sentences first, in the reranker's document order
         (scores in (1, 2]); then, with ``backfill``, the other sentences, again in the reranker's
@@ -150,50 +165,48 @@ class Pipeline:
 
     def _budget(self, query: str, ranked: list[ScoredDocument], pruned: list[PrunedDocument],
                 stats: dict[str, float]) -> Context:
-        order = {h.document.id: i for i, h in enumerate(ranked)}  # the reranker's order decides value
-        pruned = sorted(pruned, key=lambda p: order.get(p.id, len(order)))
+        # documents in the pruner's order: the reranker's, unless the pruner reorders them itself
         units = self._units(pruned)
         header = {g: f"[{p.id}] {p.document.title}".rstrip() for g, p in enumerate(pruned)}
-        budget = fill_budget(units, self.max_tokens, self.token_counter,
-                             group_cost={g: self.token_counter(h) for g, h in header.items()})
-        kept: dict[int, list[int]] = {}
-        for u in budget.units:
-            kept.setdefault(u.group, []).append(u.position)
-        docs, blocks = [], []
-        for g, positions in kept.items():
-            p = pruned[g]
-            doc = build_pruned(p.document, _spans_of(p), positions, p.score, self.token_counter)
-            if budget.truncated:
-                from dataclasses import replace
-
-                doc = replace(doc, text=budget.units[0].text)
-            docs.append(doc)
-            blocks.append(f"{header[g]}\n{doc.text}")
-        text = "\n\n".join(blocks)
+        # a document costs its header plus any text the pruner adds around its sentences (a title)
+        cost = {g: self.token_counter(h) + self.token_counter(self._select(pruned[g], []).text)
+                for g, h in header.items()}
+        budget = fill_budget(units, self.max_tokens, self.token_counter, group_cost=cost)
+        chosen = list(budget.units)
+        while True:
+            docs, text = self._render(pruned, header, chosen, budget.truncated)
+            final = self.token_counter(text)
+            if final <= self.max_tokens or len(chosen) <= 1:
+                break
+            # a counter that is not additive over joined text: drop the least valuable unit
+            chosen.remove(min(chosen, key=lambda u: (u.score, -u.group, -u.position)))
         candidates = sum(self.token_counter(h.document.text) for h in ranked)
-        final = self.token_counter(text)
         body = sum(self.token_counter(d.text) for d in docs)
         stats.update({"tokens_candidates": float(candidates),
                       "tokens_pruned": float(sum(self.token_counter(p.text) for p in pruned)),
                       "tokens_final": float(final),
-                      "backfilled_sentences": float(sum(u.score < 1.0 for u in budget.units)),
+                      "backfilled_sentences": float(sum(u.score < 1.0 for u in chosen)),
                       "compression": max(0.0, 1.0 - body / candidates) if candidates else 0.0})
         return Context(query, text, tuple(docs), final, budget.truncated, MappingProxyType(stats))
+
+    def _render(self, pruned: list[PrunedDocument], header: Mapping[int, str], chosen: Sequence[Unit],
+                truncated: bool) -> tuple[list[PrunedDocument], str]:
+        """The budgeted documents (pruner-assembled) and the context text, in budget group order."""
+        kept: dict[int, list[int]] = {}
+        for u in chosen:
+            kept.setdefault(u.group, []).append(u.position)
+        docs, blocks = [], []
+        for g, positions in kept.items():
+            doc = self._select(pruned[g], positions)
+            if truncated:  # the best sentence alone was over budget and was cut
+                from dataclasses import replace
+
+                doc = replace(doc, text=chosen[0].text)
+            docs.append(doc)
+            blocks.append(f"{header[g]}\n{doc.text}")
+        return docs, "\n\n".join(blocks)
 
     def __repr__(self) -> str:
         parts = [repr(self.retriever), repr(self.reranker), repr(self.pruner)]
         return f"Pipeline({', '.join(parts)}, max_tokens={self.max_tokens})"
-
-
-def _spans_of(p: PrunedDocument) -> list[tuple[int, int]]:
-    """Recover the sentence spans of a pruned document from its sentence texts."""
-    spans, pos = [], 0
-    text = p.document.text
-    for s in p.sentences:
-        start = text.find(s, pos)
-        if start < 0:  # splitter produced text not verbatim in the document
-            start = pos
-        spans.append((start, start + len(s)))
-        pos = start + len(s)
-    return spans
 

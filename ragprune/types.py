@@ -114,6 +114,14 @@ class PrunedDocument:
         sentence_scores: The pruner's keep score of each sentence (same order as
             ``sentences``; higher means more useful), or empty when the pruner has none. The
             :class:`~ragprune.Pipeline` uses them to fill a budget the kept sentences leave unused.
+        spans: Character offsets ``(start, end)`` of each sentence in ``document.text`` (same
+            order as ``sentences``; ``document.text[start:end] == sentences[i]``), so a sentence
+            is located by its index, never by searching its text. Empty only for results built
+            without a sentence split.
+
+    Raises:
+        ValueError: ``spans`` and ``sentences`` differ in length, or a span does not cut its
+            sentence out of ``document.text``.
     """
 
     document: Document
@@ -123,10 +131,35 @@ class PrunedDocument:
     compression: float
     sentences: tuple[str, ...] = ()
     sentence_scores: tuple[float, ...] = ()
+    spans: tuple[tuple[int, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.spans:
+            return
+        spans = tuple((int(a), int(b)) for a, b in self.spans)
+        object.__setattr__(self, "spans", spans)
+        if len(spans) != len(self.sentences):
+            raise ValueError(f"PrunedDocument: {len(spans)} spans for {len(self.sentences)} sentences "
+                             f"(id={self.document.id!r}); give one (start, end) per sentence.")
+        text = self.document.text
+        for i, ((a, b), sent) in enumerate(zip(spans, self.sentences)):
+            if not 0 <= a <= b <= len(text) or text[a:b] != sent:
+                raise ValueError(f"PrunedDocument: span {i} {(a, b)} does not cut sentence {i} out of the "
+                                 f"document text (id={self.document.id!r}); spans are offsets in document.text.")
 
     @property
     def id(self) -> str:
         return self.document.id
+
+    def sentence_span(self, index: int) -> tuple[int, int]:
+        """Character offsets ``(start, end)`` of sentence ``index`` in ``document.text``.
+
+        Raises:
+            IndexError: no such sentence, or the result carries no spans.
+        """
+        if not self.spans:
+            raise IndexError(f"PrunedDocument: {self.document.id!r} carries no sentence spans.")
+        return self.spans[index]
 
 
 @dataclass(frozen=True)

@@ -147,3 +147,67 @@ def test_pruners_report_sentence_scores(toy_docs):
     out = LeadPruner(k=1).prune("capital", [Document(id="x", text="Tea is green. Coffee is black. Milk is white.")])[0]
     assert len(out.sentence_scores) == len(out.sentences) == 3 and out.kept == (0,)
     assert out.sentence_scores[0] > out.sentence_scores[2]
+
+
+class _TitledScoreOrderPruner(LeadPruner):
+    """Scores sentences by length, keeps them all, and assembles its text in score order after the
+    document title: options the Pipeline must respect instead of rebuilding text its own way."""
+
+    def score_sentences(self, query, docs, spans):
+        import numpy as np
+
+        return [np.array([float(b - a) for a, b in sp]) for sp in spans]
+
+    def select(self, pruned, keep):
+        from dataclasses import replace
+
+        p = super().select(pruned, keep)
+        order = sorted(p.kept, key=lambda j: -p.sentence_scores[j])
+        body = " ".join(p.sentences[j] for j in order)
+        return replace(p, text=f"{p.document.title}\n{body}" if body else p.document.title)
+
+
+def test_pipeline_uses_the_pruners_assembly_and_charges_its_title():
+    docs = [Document(id="a", title="Tea facts", text="Tea. Tea grows on shrubs in India. Tea is hot.")]
+    pruner = _TitledScoreOrderPruner(k=3)
+    ctx = Pipeline(BM25Retriever.from_documents(docs), pruner=pruner, max_tokens=1000).run("tea")
+    assert ctx.documents[0].text == "Tea facts\nTea grows on shrubs in India. Tea is hot. Tea."
+    assert ctx.text == "[a] Tea facts\n" + ctx.documents[0].text
+    # the title the pruner adds costs tokens: every budget is met by the real text
+    for budget in range(8, 20):
+        small = Pipeline(BM25Retriever.from_documents(docs), pruner=pruner, max_tokens=budget).run("tea")
+        assert small.tokens == count_tokens(small.text) <= budget, budget
+
+
+def test_pipeline_keeps_the_pruners_document_order():
+    class Reversing(LeadPruner):  # a pruner that reorders documents (as ProvencePruner(reorder=True) does)
+        def _prune_many(self, queries, docs):
+            return [list(reversed(ds)) for ds in super()._prune_many(queries, docs)]
+
+    docs = [Document(id="a", text="Tea tea tea grows."), Document(id="b", text="Tea is a drink.")]
+    bm25 = BM25Retriever.from_documents(docs)
+    order = [h.id for h in bm25.retrieve("tea", k=2)]
+    ctx = Pipeline(bm25, pruner=Reversing(k=1), max_tokens=1000).run("tea")
+    assert [d.id for d in ctx.documents] == order[::-1]
+
+
+def test_pipeline_documents_carry_sentence_spans(toy_docs):
+    ctx = Pipeline(BM25Retriever.from_documents(toy_docs), pruner=LeadPruner(k=2), max_tokens=40).run("scurvy")
+    for d in ctx.documents:
+        assert len(d.spans) == len(d.sentences) > 0
+        assert all(d.document.text[a:b] == s for (a, b), s in zip(d.spans, d.sentences))
+        assert d.text == " ".join(d.sentences[j] for j in d.kept)
+
+
+def test_pipeline_refuses_pruned_documents_without_spans():
+    from ragprune.types import PrunedDocument
+
+    class NoSpans(LeadPruner):
+        def _prune_many(self, queries, docs):
+            return [[PrunedDocument(d, d.text, (0,), 1.0, 0.0, sentences=(d.text,)) for d in ds] for ds in docs]
+
+        select = None  # a duck-typed pruner without the select() hook
+
+    docs = [Document(id="a", text="Tea grows. It is green.")]
+    with pytest.raises(ValueError, match="has no sentence spans"):
+        Pipeline(BM25Retriever.from_documents(docs), pruner=NoSpans(k=1), max_tokens=100).run("tea")

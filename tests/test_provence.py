@@ -321,3 +321,32 @@ def test_eval_pruning_readings_come_from_one_model_pass(tiny_provence):
         for a, b in zip(got[name][0], pruner.score_sentences(q.query, docs, spans)):
             assert a == pytest.approx(b, abs=1e-6), name
     assert "provence-no-lexical" not in provence_variants(ProvencePruner(tiny_provence, lexical_weight=0.0), [q])
+
+
+def test_pipeline_respects_sentence_order_title_and_reorder(tiny_provence):
+    """The Pipeline's context is what the pruner would output for the sentences the budget kept:
+    its sentence order, its title, its document order (reorder=True), all within the budget."""
+    from ragprune import BM25Retriever, Pipeline
+    from ragprune.text import count_tokens
+
+    docs = [Document(id="s", title="Scurvy", text=TEXT), Document(id="p", title="Paris", text="Paris is in France. It is big.")]
+    bm25 = BM25Retriever.from_documents(docs)
+    pruner = ProvencePruner(tiny_provence, threshold=0.0, max_length=64, stride=8, sentence_order="score",
+                            always_select_title=True, reorder=True)
+    alone = pruner.prune("scurvy vitamin", bm25.retrieve("scurvy vitamin", k=2))
+    ctx = Pipeline(bm25, pruner=pruner, max_tokens=1000, top_k=2).run("scurvy vitamin")
+    assert [d.id for d in ctx.documents] == [p.id for p in alone]  # the pruner's order, not BM25's
+    assert [d.text for d in ctx.documents] == [p.text for p in alone]  # score order, after the title
+    assert all(d.text.startswith(d.document.title + "\n") for d in ctx.documents)
+    for budget in (12, 20, 30):
+        small = Pipeline(bm25, pruner=pruner, max_tokens=budget, top_k=2).run("scurvy vitamin")
+        assert small.tokens == count_tokens(small.text) <= budget
+        for d in small.documents:
+            assert d.text == pruner.select(d, d.kept).text
+
+
+def test_pruned_documents_carry_spans(pruner):
+    out = pruner.prune("what causes scurvy", [Document(id="a", text=TEXT, title="Health")])[0]
+    assert out.spans == tuple(sentence_spans(TEXT))
+    assert [TEXT[a:b] for a, b in out.spans] == list(out.sentences)
+    assert out.sentence_span(1) == out.spans[1]

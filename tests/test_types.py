@@ -57,3 +57,22 @@ def test_scored_and_pruned_documents():
     assert s.id == "a" and s.score == 1.5
     p = PrunedDocument(document=d, text="One.", kept=(0,), score=0.3, compression=0.5, sentences=("One.", "Two."))
     assert p.id == "a" and p.kept == (0,)
+
+
+def test_pruned_document_spans_are_checked_offsets():
+    from ragprune.prune.base import build_pruned
+    from ragprune.types import PrunedDocument
+
+    doc = Document(id="d", text="One two.  Three four. Five.")
+    spans = [(0, 8), (10, 21), (22, 27)]
+    p = build_pruned(doc, spans, [0, 2], 1.0)
+    assert p.spans == tuple(spans) and p.sentences == ("One two.", "Three four.", "Five.")
+    assert p.text == "One two. Five." and p.sentence_span(2) == (22, 27)
+    with pytest.raises(ValueError, match="2 spans for 3 sentences"):
+        PrunedDocument(doc, "", (), 0.0, 0.0, sentences=p.sentences, spans=((0, 8), (10, 21)))
+    with pytest.raises(ValueError, match="span 1 .* does not cut sentence 1"):
+        PrunedDocument(doc, "", (), 0.0, 0.0, sentences=p.sentences, spans=((0, 8), (9, 21), (22, 27)))
+    with pytest.raises(ValueError, match="out of range"):
+        build_pruned(doc, spans, [3], 1.0)
+    with pytest.raises(IndexError, match="carries no sentence spans"):
+        PrunedDocument(doc, "", (), 0.0, 0.0).sentence_span(0)

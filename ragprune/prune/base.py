@@ -25,10 +25,17 @@ def build_pruned(
 
     Kept sentences are joined with a space in their original order; compression is the
     fraction of the body's tokens (``counter``) that were removed. ``sentence_scores`` (one per
-    span) are stored as given.
+    span) and the spans themselves are stored as given.
+
+    Raises:
+        ValueError: an index in ``keep`` is not a sentence index, or ``sentence_scores`` has
+            another length than ``spans``.
     """
+    spans = tuple((int(s), int(e)) for s, e in spans)
     sentences = tuple(doc.text[s:e] for s, e in spans)
     kept = tuple(sorted(set(keep)))
+    if kept and not 0 <= kept[0] <= kept[-1] < len(sentences):
+        raise ValueError(f"build_pruned: sentence indices {list(kept)} out of range for {len(sentences)} sentences.")
     text = " ".join(sentences[i] for i in kept)
     total = counter(doc.text)
     compression = 1.0 - counter(text) / total if total else 0.0
@@ -37,7 +44,7 @@ def build_pruned(
         raise ValueError(f"build_pruned: {len(scores)} sentence scores for {len(sentences)} sentences.")
     return PrunedDocument(document=doc, text=text, kept=kept, score=float(score),
                           compression=max(0.0, min(1.0, compression)), sentences=sentences,
-                          sentence_scores=scores)
+                          sentence_scores=scores, spans=spans)
 
 
 class Pruner(ABC):
@@ -68,6 +75,27 @@ class Pruner(ABC):
         if len(docs) != len(queries):
             raise ValueError(f"{owner}: got {len(queries)} queries but {len(docs)} document lists.")
         return self._prune_many(queries, [as_candidates(d, owner) for d in docs])
+
+    def select(self, pruned: PrunedDocument, keep: Sequence[int]) -> PrunedDocument:
+        """The same pruned document with exactly the sentences ``keep`` kept, its text assembled
+        the way this pruner assembles its own output (sentence order, title...). The
+        :class:`~ragprune.Pipeline` calls it after the token budget chose the sentences.
+
+        Args:
+            pruned: A result of this pruner (it must carry ``spans``).
+            keep: Sentence indices (into ``pruned.sentences``) to keep.
+
+        Returns:
+            A new :class:`PrunedDocument` (``score`` and ``sentence_scores`` carried over).
+
+        Raises:
+            ValueError: ``pruned`` has sentences but no spans, or an index is out of range.
+        """
+        if pruned.sentences and not pruned.spans:
+            raise ValueError(f"{type(self).__name__}.select: document {pruned.id!r} has no sentence spans; build "
+                             "pruner results with ragprune.prune.base.build_pruned.")
+        return build_pruned(pruned.document, pruned.spans, keep, pruned.score, self.token_counter,
+                            sentence_scores=pruned.sentence_scores or None)
 
     @abstractmethod
     def _prune_many(self, queries: list[str], docs: list[list[Document]]) -> list[list[PrunedDocument]]:

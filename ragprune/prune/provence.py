@@ -476,12 +476,20 @@ class ProvencePruner(Pruner, PointwiseReranker):
 
     def _build(self, doc: Document, spans: list[tuple[int, int]], keep: list[int], scores: np.ndarray,
                rank: float) -> PrunedDocument:
-        p = build_pruned(doc, spans, keep, rank, self.token_counter, sentence_scores=scores)
+        return self._assembled(build_pruned(doc, spans, keep, rank, self.token_counter, sentence_scores=scores))
+
+    def select(self, pruned: PrunedDocument, keep: Sequence[int]) -> PrunedDocument:
+        """:meth:`Pruner.select <ragprune.prune.base.Pruner.select>` with this pruner's text
+        options: ``sentence_order`` and ``always_select_title`` apply to the chosen sentences."""
+        return self._assembled(super().select(pruned, keep))
+
+    def _assembled(self, p: PrunedDocument) -> PrunedDocument:
+        """``p`` with its text in this pruner's sentence order, after the title when asked."""
         text = p.text
-        if self.sentence_order == "score" and keep:
-            text = " ".join(p.sentences[j] for j in sorted(keep, key=lambda j: -scores[j]))
-        if self.always_select_title and doc.title:
-            text = f"{doc.title}\n{text}" if text else doc.title
+        if self.sentence_order == "score" and p.kept and len(p.sentence_scores) == len(p.sentences):
+            text = " ".join(p.sentences[j] for j in sorted(p.kept, key=lambda j: -p.sentence_scores[j]))
+        if self.always_select_title and p.document.title:
+            text = f"{p.document.title}\n{text}" if text else p.document.title
         if text != p.text:
             from dataclasses import replace
 
