@@ -33,6 +33,7 @@ _LAZY = {
     "Pipeline": "ragprune.pipeline",
     "HtmlPruner": "ragprune.html.prune",
     "Context": "ragprune.pipeline",
+    "fit_context": "ragprune.pipeline",
     "fill_budget": "ragprune.budget",
     "ProvencePruner": "ragprune.prune.provence",
     "Analyzer": "ragprune.text",

@@ -94,21 +94,18 @@ def cmd_prune(args: argparse.Namespace) -> int:
         page = HtmlPruner(args.scorer, max_tokens=args.max_tokens).prune(args.query, data)
         out = {"kind": "html", "html": page.html, "text": page.text, "tokens": page.tokens,
                "compression": page.compression, "blocks": list(page.blocks), "truncated": page.truncated}
-    else:
-        from .budget import Unit, fill_budget
+    else:  # the library's own path: ProvencePruner, then the Pipeline's budget step (fit_context)
+        from .pipeline import fit_context
         from .prune.provence import ProvencePruner
-        from .text import count_tokens
         from .types import Document
 
-        p = ProvencePruner(args.model, threshold=args.threshold).prune(args.query, [Document(id="input", text=text)])[0]
-        scores = p.sentence_scores or (1.0,) * len(p.sentences)  # the budget keeps the best-scored first
-        fit = fill_budget([Unit(0, j, p.sentences[j], scores[j]) for j in p.kept], args.max_tokens).units if p.kept else ()
-        fit = sorted(fit, key=lambda u: u.position)
-        final = " ".join(u.text for u in fit)
-        total = count_tokens(text)
-        out = {"kind": "text", "text": final, "kept": [u.position for u in fit], "score": p.score,
-               "compression": 1.0 - count_tokens(final) / total if total else 0.0,
-               "truncated": any(u.text != p.sentences[u.position] for u in fit)}
+        pruner = ProvencePruner(args.model, threshold=args.threshold)
+        pruned = pruner.prune(args.query, [Document(id="input", text=text)])
+        ctx = fit_context(args.query, pruned, args.max_tokens, pruner=pruner, token_counter=pruner.token_counter,
+                          backfill=not args.no_backfill, headers=False)
+        out = {"kind": "text", "text": ctx.text, "kept": [j for d in ctx.documents for j in d.kept],
+               "score": pruned[0].score, "tokens": ctx.tokens, "compression": ctx.stats["compression"],
+               "backfilled": int(ctx.stats["backfilled_sentences"]), "truncated": ctx.truncated}
     if args.json:
         print(json.dumps(out))
     else:
@@ -181,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--threshold", type=float, default=0.1, help="Provence threshold (text input)")
     pp.add_argument("--model", default="ragprune-provence", help="Provence checkpoint (text input)")
     pp.add_argument("--scorer", default="bm25", choices=["bm25", "dense"], help="block scorer (HTML input)")
+    pp.add_argument("--no-backfill", action="store_true",
+                    help="text input: keep only what the pruner kept, even when budget is left (as Pipeline(backfill=False))")
     kind = pp.add_mutually_exclusive_group()
     kind.add_argument("--html", action="store_true", help="treat the input as HTML")
     kind.add_argument("--text", action="store_true", help="treat the input as plain text")

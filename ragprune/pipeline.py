@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from ._validate import check_positive_int, check_queries
+from ._validate import check_positive_int, check_queries, check_query
 from .budget import Unit, fill_budget
 from .prune.base import Pruner, build_pruned
 from .rerank.base import Reranker
@@ -15,7 +15,7 @@ from .retrieve.base import Retriever
 from .text import TokenCounter, checked_counter, count_tokens, sentence_spans
 from .types import PrunedDocument, ScoredDocument
 
-__all__ = ["Pipeline", "Context"]
+__all__ = ["Pipeline", "Context", "fit_context"]
 
 
 @dataclass(frozen=True)
@@ -135,78 +135,152 @@ class Pipeline:
         spans = sentence_spans(hit.document.text)
         return build_pruned(hit.document, spans, range(len(spans)), hit.score, self.token_counter)
 
-    def _select(self, p: PrunedDocument, positions: Sequence[int]) -> PrunedDocument:
-        """Document ``p`` with the sentences ``positions``, its text assembled by the pruner."""
-        if self.pruner is not None and callable(getattr(self.pruner, "select", None)):
-            return self.pruner.select(p, positions)
-        if p.sentences and not p.spans:
-            raise ValueError(f"Pipeline: document {p.id!r} has no sentence spans; pruners must build results with "
-                             "ragprune.prune.base.build_pruned (or implement Pruner.select).")
-        return build_pruned(p.document, p.spans, positions, p.score, self.token_counter,
-                            sentence_scores=p.sentence_scores or None)
-
-    def _units(self, pruned: list[PrunedDocument]) -> list[Unit]:
-        """Budget units: the pruner's kept sentences first, in the reranker's document order
-        (scores in (1, 2]); then, with ``backfill``, the other sentences, again in the reranker's
-        document order and within a document by their pruner score (scores in (0, 1)); with
-        ``"kept-documents"`` only from documents with a kept sentence."""
-        n = max(1, len(pruned))
-        units = [Unit(g, j, p.sentences[j], 2.0 - g / n) for g, p in enumerate(pruned) for j in p.kept]
-        if self.backfill:
-            groups = set(range(len(pruned)))
-            if self.backfill == "kept-documents":
-                groups = {g for g, p in enumerate(pruned) if p.kept} or {0}
-            rest = [(s, g, j) for g, p in enumerate(pruned) if g in groups and len(p.sentence_scores) == len(p.sentences)
-                    for kept in [set(p.kept)] for j, s in enumerate(p.sentence_scores) if j not in kept]
-            rest.sort(key=lambda r: (r[1], -r[0], r[2]))
-            units += [Unit(g, j, pruned[g].sentences[j], 1.0 - (i + 1) / (len(rest) + 1))
-                      for i, (_, g, j) in enumerate(rest)]
-        return units
-
     def _budget(self, query: str, ranked: list[ScoredDocument], pruned: list[PrunedDocument],
                 stats: dict[str, float]) -> Context:
         # documents in the pruner's order: the reranker's, unless the pruner reorders them itself
-        units = self._units(pruned)
-        header = {g: f"[{p.id}] {p.document.title}".rstrip() for g, p in enumerate(pruned)}
-        # a document costs its header plus any text the pruner adds around its sentences (a title)
-        cost = {g: self.token_counter(h) + self.token_counter(self._select(pruned[g], []).text)
-                for g, h in header.items()}
-        budget = fill_budget(units, self.max_tokens, self.token_counter, group_cost=cost)
-        chosen = list(budget.units)
-        while True:
-            docs, text = self._render(pruned, header, chosen, budget.truncated)
-            final = self.token_counter(text)
-            if final <= self.max_tokens or len(chosen) <= 1:
-                break
-            # a counter that is not additive over joined text: drop the least valuable unit
-            chosen.remove(min(chosen, key=lambda u: (u.score, -u.group, -u.position)))
+        fit = _fit(pruned, self.max_tokens, self.pruner, self.token_counter, self.backfill, headers=True)
         candidates = sum(self.token_counter(h.document.text) for h in ranked)
-        body = sum(self.token_counter(d.text) for d in docs)
-        stats.update({"tokens_candidates": float(candidates),
-                      "tokens_pruned": float(sum(self.token_counter(p.text) for p in pruned)),
-                      "tokens_final": float(final),
-                      "backfilled_sentences": float(sum(u.score < 1.0 for u in chosen)),
-                      "compression": max(0.0, 1.0 - body / candidates) if candidates else 0.0})
-        return Context(query, text, tuple(docs), final, budget.truncated, MappingProxyType(stats))
-
-    def _render(self, pruned: list[PrunedDocument], header: Mapping[int, str], chosen: Sequence[Unit],
-                truncated: bool) -> tuple[list[PrunedDocument], str]:
-        """The budgeted documents (pruner-assembled) and the context text, in budget group order."""
-        kept: dict[int, list[int]] = {}
-        for u in chosen:
-            kept.setdefault(u.group, []).append(u.position)
-        docs, blocks = [], []
-        for g, positions in kept.items():
-            doc = self._select(pruned[g], positions)
-            if truncated:  # the best sentence alone was over budget and was cut
-                from dataclasses import replace
-
-                doc = replace(doc, text=chosen[0].text)
-            docs.append(doc)
-            blocks.append(f"{header[g]}\n{doc.text}")
-        return docs, "\n\n".join(blocks)
+        stats.update(_stats(fit, pruned, candidates, self.token_counter))
+        return Context(query, fit.text, tuple(fit.documents), fit.tokens, fit.truncated, MappingProxyType(stats))
 
     def __repr__(self) -> str:
         parts = [repr(self.retriever), repr(self.reranker), repr(self.pruner)]
         return f"Pipeline({', '.join(parts)}, max_tokens={self.max_tokens})"
 
+
+
+def fit_context(query: str, pruned: Sequence[PrunedDocument], max_tokens: int, *, pruner: Pruner | None = None,
+                token_counter: TokenCounter = count_tokens, backfill: bool | str = True,
+                headers: bool = True) -> Context:
+    """The budget step of :class:`Pipeline` on its own: fit pruned documents into one budget.
+
+    Exactly what :meth:`Pipeline.run` does after pruning, so a caller that already has
+    :class:`~ragprune.types.PrunedDocument` s (the CLI's ``prune``, a custom retriever) gets the
+    same context: the pruner's kept sentences first (documents in the given order), then, with
+    ``backfill``, the sentences it dropped by their pruner score; each document's text is
+    assembled by ``pruner`` (:meth:`~ragprune.prune.base.Pruner.select`: its sentence order,
+    its title) and what it adds is charged to the budget.
+
+    Args:
+        query: The question (recorded in the result).
+        pruned: Pruned documents, most relevant first (e.g. a pruner's output); they must carry
+            ``spans`` (every ragprune pruner sets them).
+        max_tokens: The budget for the whole context text (>= 1).
+        pruner: The pruner that made ``pruned``, whose text options apply; ``None`` joins the
+            chosen sentences in document order.
+        token_counter: Counts tokens for the budget.
+        backfill: ``True``, ``False`` or ``"kept-documents"``, as for :class:`Pipeline`.
+        headers: Start each document's block with ``[id] title`` (as :class:`Pipeline` does);
+            ``False`` joins the documents' texts alone (a blank line between documents).
+
+    Returns:
+        A :class:`Context`; ``stats`` has ``tokens_candidates`` (bodies of ``pruned``),
+        ``tokens_pruned``, ``tokens_final``, ``backfilled_sentences`` and ``compression``.
+
+    Raises:
+        TypeError/ValueError: blank query, ``max_tokens < 1``, ``pruned`` not a list of
+            ``PrunedDocument``, a bad ``backfill``, or documents without spans.
+
+    Example:
+        >>> from ragprune import Document
+        >>> from ragprune.prune.baselines import LeadPruner
+        >>> docs = [Document(id="a", text="Tea is green. Coffee is black. Milk is white.")]
+        >>> fit_context("tea", LeadPruner(k=1).prune("tea", docs), 20, headers=False).text
+        'Tea is green. Coffee is black. Milk is white.'
+    """
+    owner = "fit_context"
+    check_query(query, owner)
+    max_tokens = check_positive_int(max_tokens, "max_tokens", owner)
+    if isinstance(pruned, (str, bytes)) or not isinstance(pruned, Sequence):
+        raise TypeError(f"{owner}: pruned must be a list of PrunedDocument, got {type(pruned).__name__}.")
+    for i, p in enumerate(pruned):
+        if not isinstance(p, PrunedDocument):
+            raise TypeError(f"{owner}: item {i} is a {type(p).__name__}; pass a pruner's PrunedDocument results.")
+    if not isinstance(backfill, bool) and backfill != "kept-documents":
+        raise TypeError(f"{owner}: backfill must be True, False or 'kept-documents', got {backfill!r}.")
+    counter = checked_counter(token_counter, owner)
+    pruned = list(pruned)
+    fit = _fit(pruned, max_tokens, pruner, counter, backfill, headers=bool(headers))
+    stats = _stats(fit, pruned, sum(counter(p.document.text) for p in pruned), counter)
+    return Context(query, fit.text, tuple(fit.documents), fit.tokens, fit.truncated, MappingProxyType(stats))
+
+
+@dataclass(frozen=True)
+class _Fit:
+    documents: list[PrunedDocument]
+    text: str
+    tokens: int
+    truncated: bool
+    units: list[Unit]
+
+
+def _select(pruner: Pruner | None, p: PrunedDocument, positions: Sequence[int], counter: TokenCounter
+            ) -> PrunedDocument:
+    """Document ``p`` with the sentences ``positions``, its text assembled by the pruner."""
+    if pruner is not None and callable(getattr(pruner, "select", None)):
+        return pruner.select(p, positions)
+    if p.sentences and not p.spans:
+        raise ValueError(f"Pipeline: document {p.id!r} has no sentence spans; pruners must build results with "
+                         "ragprune.prune.base.build_pruned (or implement Pruner.select).")
+    return build_pruned(p.document, p.spans, positions, p.score, counter, sentence_scores=p.sentence_scores or None)
+
+
+def _units(pruned: list[PrunedDocument], backfill: bool | str) -> list[Unit]:
+    """Budget units: the pruner's kept sentences first, in the given document order (scores in
+    (1, 2]); then, with ``backfill``, the other sentences, again in document order and within a
+    document by their pruner score (scores in (0, 1)); with ``"kept-documents"`` only from
+    documents with a kept sentence."""
+    n = max(1, len(pruned))
+    units = [Unit(g, j, p.sentences[j], 2.0 - g / n) for g, p in enumerate(pruned) for j in p.kept]
+    if backfill:
+        groups = set(range(len(pruned)))
+        if backfill == "kept-documents":
+            groups = {g for g, p in enumerate(pruned) if p.kept} or {0}
+        rest = [(s, g, j) for g, p in enumerate(pruned) if g in groups and len(p.sentence_scores) == len(p.sentences)
+                for kept in [set(p.kept)] for j, s in enumerate(p.sentence_scores) if j not in kept]
+        rest.sort(key=lambda r: (r[1], -r[0], r[2]))
+        units += [Unit(g, j, pruned[g].sentences[j], 1.0 - (i + 1) / (len(rest) + 1))
+                  for i, (_, g, j) in enumerate(rest)]
+    return units
+
+
+def _fit(pruned: list[PrunedDocument], max_tokens: int, pruner: Pruner | None, counter: TokenCounter,
+         backfill: bool | str, *, headers: bool) -> _Fit:
+    """Choose sentences with :func:`~ragprune.budget.fill_budget` and render the context."""
+    header = {g: f"[{p.id}] {p.document.title}".rstrip() if headers else "" for g, p in enumerate(pruned)}
+    # a document costs its header plus any text the pruner adds around its sentences (a title)
+    cost = {g: counter(h) + counter(_select(pruner, pruned[g], [], counter).text) for g, h in header.items()}
+    budget = fill_budget(_units(pruned, backfill), max_tokens, counter, group_cost=cost)
+    chosen = list(budget.units)
+    while True:
+        docs, text = _render(pruned, header, chosen, budget.truncated, pruner, counter)
+        tokens = counter(text)
+        if tokens <= max_tokens or len(chosen) <= 1:
+            return _Fit(docs, text, tokens, budget.truncated, chosen)
+        # a counter that is not additive over joined text: drop the least valuable unit
+        chosen.remove(min(chosen, key=lambda u: (u.score, -u.group, -u.position)))
+
+
+def _render(pruned: list[PrunedDocument], header: Mapping[int, str], chosen: Sequence[Unit], truncated: bool,
+            pruner: Pruner | None, counter: TokenCounter) -> tuple[list[PrunedDocument], str]:
+    """The budgeted documents (pruner-assembled) and the context text, in budget group order."""
+    kept: dict[int, list[int]] = {}
+    for u in chosen:
+        kept.setdefault(u.group, []).append(u.position)
+    docs, blocks = [], []
+    for g, positions in kept.items():
+        doc = _select(pruner, pruned[g], positions, counter)
+        if truncated:  # the best sentence alone was over budget and was cut
+            doc = replace(doc, text=chosen[0].text)
+        docs.append(doc)
+        blocks.append(f"{header[g]}\n{doc.text}" if header[g] else doc.text)
+    return docs, "\n\n".join(blocks)
+
+
+def _stats(fit: _Fit, pruned: list[PrunedDocument], candidates: int, counter: TokenCounter) -> dict[str, float]:
+    body = sum(counter(d.text) for d in fit.documents)
+    return {"tokens_candidates": float(candidates),
+            "tokens_pruned": float(sum(counter(p.text) for p in pruned)),
+            "tokens_final": float(fit.tokens),
+            "backfilled_sentences": float(sum(u.score < 1.0 for u in fit.units)),
+            "compression": max(0.0, 1.0 - body / candidates) if candidates else 0.0}

@@ -56,6 +56,33 @@ def test_prune_text_reports_what_the_budget_kept(tmp_path, capsys):
     assert out["text"] == " ".join(sentences[j] for j in out["kept"])
 
 
+def test_prune_text_is_the_librarys_budget_with_backfill(tmp_path, capsys):
+    """The text branch is ProvencePruner + fit_context (the Pipeline's budget step): a strict
+    threshold keeps nothing, and the budget is backfilled exactly as the library does."""
+    from ragprune import Document, ProvencePruner
+    from ragprune.pipeline import fit_context
+
+    text = ("Scurvy is caused by a lack of vitamin C in the diet. Sailors on long voyages had no fresh fruit. "
+            "Lemons and limes prevent it. The ship's cat slept all day on the deck.")
+    (tmp_path / "t.txt").write_text(text)
+    query = "what causes scurvy"
+    pruner = ProvencePruner(threshold=1.0)
+    pruned = pruner.prune(query, [Document(id="input", text=text)])
+    assert pruned[0].kept == ()  # the pruner alone keeps nothing
+    for budget in (15, 25):
+        lib = fit_context(query, pruned, budget, pruner=pruner, headers=False)
+        assert main(["prune", query, str(tmp_path / "t.txt"), "--text", "--threshold", "1",
+                     "--max-tokens", str(budget), "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["text"] == lib.text != "" and out["tokens"] == lib.tokens <= budget
+        assert out["kept"] == list(lib.documents[0].kept) and out["backfilled"] == len(out["kept"]) > 0
+        assert out["compression"] == pytest.approx(lib.stats["compression"])
+    assert main(["prune", query, str(tmp_path / "t.txt"), "--text", "--threshold", "1", "--max-tokens", "25",
+                 "--json", "--no-backfill"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["text"] == "" and out["kept"] == [] and out["backfilled"] == 0
+
+
 def test_prune_html_from_stdin_as_a_script(tmp_path):
     html = "<html><body><h1>Bellagio</h1><p>It was built in 1998.</p><p>Other things here.</p></body></html>"
     r = subprocess.run([sys.executable, "-m", "ragprune", "prune", "When was it built?", "-", "--json",

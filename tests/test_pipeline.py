@@ -211,3 +211,26 @@ def test_pipeline_refuses_pruned_documents_without_spans():
     docs = [Document(id="a", text="Tea grows. It is green.")]
     with pytest.raises(ValueError, match="has no sentence spans"):
         Pipeline(BM25Retriever.from_documents(docs), pruner=NoSpans(k=1), max_tokens=100).run("tea")
+
+
+def test_fit_context_is_the_pipelines_budget_step(toy_docs):
+    from ragprune.pipeline import fit_context
+    from ragprune.prune.baselines import BM25SentencePruner
+
+    bm25 = BM25Retriever.from_documents(toy_docs)
+    pruner = BM25SentencePruner(threshold=0.5)
+    for budget in (10, 25, 60):
+        for backfill in (True, False, "kept-documents"):
+            ctx = Pipeline(bm25, pruner=pruner, max_tokens=budget, top_k=3, backfill=backfill).run("scurvy vitamin")
+            pruned = pruner.prune("scurvy vitamin", bm25.retrieve("scurvy vitamin", k=3))
+            fit = fit_context("scurvy vitamin", pruned, budget, pruner=pruner, backfill=backfill)
+            assert (fit.text, fit.documents, fit.tokens, fit.truncated) == (ctx.text, ctx.documents, ctx.tokens,
+                                                                            ctx.truncated)
+    bare = fit_context("scurvy", pruned, 1000, headers=False)
+    assert bare.text == "\n\n".join(d.text for d in bare.documents) and "[" not in bare.text
+    with pytest.raises(TypeError, match="item 0 is a str"):
+        fit_context("q", ["text"], 10)
+    with pytest.raises(ValueError, match="max_tokens must be >= 1"):
+        fit_context("q", pruned, 0)
+    with pytest.raises(TypeError, match="backfill must be"):
+        fit_context("q", pruned, 10, backfill="some")
