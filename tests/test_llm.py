@@ -232,7 +232,7 @@ def test_bad_configuration() -> None:
 def test_missing_model_files_name_the_fix(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("RAGPRUNE_MODELS_DIR", str(tmp_path))
     with pytest.raises(ModelNotFoundError, match="fetch_models.py qwen1.5b"):
-        resolve_gguf("qwen2.5-1.5b")
+        resolve_gguf("qwen2.5-coder-1.5b")
     with pytest.raises(ModelNotFoundError, match="no model file"):
         resolve_gguf(tmp_path / "nope.gguf")
 
@@ -287,3 +287,24 @@ def test_cached_llm_replays_replies_from_disk(tmp_path) -> None:
         CachedLLM(inner, tmp_path / "file" / "replies.jsonl").generate("q")
     with pytest.raises(TypeError):
         CachedLLM(lambda p: p, path)  # type: ignore[arg-type]
+
+
+def test_short_names_say_they_are_coder_models_and_old_names_still_work(tmp_path, monkeypatch) -> None:
+    import warnings
+
+    from ragprune.rerank.llm import DEPRECATED_MODEL_NAMES, GGUF_MODELS
+
+    monkeypatch.setenv("RAGPRUNE_MODELS_DIR", str(tmp_path))
+    for size in ("1.5b", "0.5b"):
+        folder, file = GGUF_MODELS[f"qwen2.5-coder-{size}"]
+        assert "coder" in file
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / file).write_bytes(b"GGUF")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the new name resolves silently
+            new = resolve_gguf(f"qwen2.5-coder-{size}")
+        for old in (f"qwen2.5-{size}", f"qwen{size}", f"Qwen2.5-{size.upper()}"):
+            with pytest.warns(DeprecationWarning, match=f"deprecated.*use 'qwen2.5-coder-{size}'"):
+                assert resolve_gguf(old) == new
+    assert not any("qwen2.5-1.5b" == k or "qwen1.5b" == k for k in GGUF_MODELS)  # no misleading current name
+    assert set(DEPRECATED_MODEL_NAMES.values()) <= set(GGUF_MODELS)

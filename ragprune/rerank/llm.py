@@ -22,9 +22,12 @@ Backends:
 * :class:`CachedLLM`: wraps any backend with a persistent JSONL cache of its replies, so a
   benchmark rerun (another PRP gate, another prompt order) only pays for new prompts.
 
-Short model names (``qwen2.5-1.5b``, ``qwen2.5-0.5b``, ``smollm2-135m``, ``gemma-3-270m``)
-resolve to the GGUF files that ``shared/models/fetch_models.py`` puts in the model cache.
-Nothing is downloaded at run time.
+Short model names (``qwen2.5-coder-1.5b``, ``qwen2.5-coder-0.5b``, ``smollm2-135m``,
+``gemma-3-270m``; :data:`GGUF_MODELS`) resolve to the GGUF files that
+``shared/models/fetch_models.py`` puts in the model cache. The Qwen models are the Coder
+instruct models; their older names ``qwen2.5-1.5b``/``qwen1.5b`` and ``qwen2.5-0.5b``/``qwen0.5b``
+still resolve, with a ``DeprecationWarning`` (:data:`DEPRECATED_MODEL_NAMES`). Nothing is
+downloaded at run time.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import random
 import re
 import threading
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,21 +64,29 @@ __all__ = [
     "LlamaCppLLM",
     "load_llm",
     "resolve_gguf",
+    "GGUF_MODELS",
+    "DEPRECATED_MODEL_NAMES",
     "pick_label",
 ]
 
 logger = logging.getLogger(__name__)
 
-# Short names -> (cache folder, file) as written by shared/models/fetch_models.py.
+#: Short names -> (cache folder, file) as written by shared/models/fetch_models.py.
 GGUF_MODELS = {
-    "qwen2.5-1.5b": ("qwen1.5b", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"),
-    "qwen1.5b": ("qwen1.5b", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"),
-    "qwen2.5-0.5b": ("qwen0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
-    "qwen0.5b": ("qwen0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
+    "qwen2.5-coder-1.5b": ("qwen1.5b", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"),
+    "qwen2.5-coder-0.5b": ("qwen0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
     "smollm2-135m": ("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
     "smollm2": ("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
     "gemma-3-270m": ("gemma270m", "gemma-3-270m-q4_k_m.gguf"),
     "gemma270m": ("gemma270m", "gemma-3-270m-q4_k_m.gguf"),
+}
+#: Older short names that hid which model they are -> the current name (still accepted, with a
+#: DeprecationWarning, so eval caches, results and commands that use them keep working).
+DEPRECATED_MODEL_NAMES = {
+    "qwen2.5-1.5b": "qwen2.5-coder-1.5b",
+    "qwen1.5b": "qwen2.5-coder-1.5b",
+    "qwen2.5-0.5b": "qwen2.5-coder-0.5b",
+    "qwen0.5b": "qwen2.5-coder-0.5b",
 }
 
 
@@ -301,11 +313,30 @@ def _cache_record(line: str) -> dict[str, Any] | None:
 
 
 def resolve_gguf(name_or_path: str | os.PathLike[str], owner: str = "ragprune") -> Path:
-    """Path of a GGUF file from a path or one of the short names in ``GGUF_MODELS``."""
+    """Path of a GGUF file (or model folder) from a path or one of the short names in ``GGUF_MODELS``.
+
+    Args:
+        name_or_path: An existing file or folder, or a short name (case-insensitive), e.g.
+            ``"qwen2.5-coder-1.5b"``. A name in :data:`DEPRECATED_MODEL_NAMES` resolves to its
+            current name with a ``DeprecationWarning``.
+        owner: Class or function name for error messages.
+
+    Returns:
+        The path (a short name: its file in the model cache, :func:`ragprune.models.models_dir`).
+
+    Raises:
+        ModelNotFoundError: no such path or name, or the named model is not in the cache.
+    """
     path = Path(name_or_path).expanduser()
     if path.exists():
         return path
-    entry = GGUF_MODELS.get(str(name_or_path).lower())
+    name = str(name_or_path).lower()
+    if name in DEPRECATED_MODEL_NAMES:
+        new = DEPRECATED_MODEL_NAMES[name]
+        warnings.warn(f"{owner}: the model name {name!r} is deprecated; it is {GGUF_MODELS[new][1]!r} (a Coder "
+                      f"model): use {new!r}.", DeprecationWarning, stacklevel=2)
+        name = new
+    entry = GGUF_MODELS.get(name)
     if entry is None:
         raise ModelNotFoundError(
             f"{owner}: no model file or folder at {str(name_or_path)!r}; pass a local path or one of "
@@ -333,7 +364,7 @@ class TransformersLLM(LLMBackend):
 
     Args:
         model: Folder with a causal-LM checkpoint, a ``.gguf`` file, or a short name
-            (``qwen2.5-1.5b``, ``qwen2.5-0.5b``, ``smollm2-135m``, ``gemma-3-270m``).
+            (``qwen2.5-coder-1.5b``, ``qwen2.5-coder-0.5b``, ``smollm2-135m``, ``gemma-3-270m``).
         device: torch device (``"cpu"`` default).
         max_input_tokens: Prompts are cut from the left beyond this (a warning is logged).
         trust_remote_code: Passed to transformers; never switched on implicitly.
@@ -589,7 +620,7 @@ class LlamaCppLLM(LLMBackend):
     Same request and reply format as :class:`OpenAICompatibleLLM`, without a server.
 
     Args:
-        model: ``.gguf`` path or short name (``qwen2.5-1.5b``, ...).
+        model: ``.gguf`` path or short name (``qwen2.5-coder-1.5b``, ...).
         n_ctx: Context window in tokens.
         threads: CPU threads (default: all cores).
         verbose: Let llama.cpp print its own logs to stderr.
