@@ -48,6 +48,7 @@ def test_compressor_with_reranker_and_pruner():
             LCDocument(page_content="Medium length text.")]
     out = RagpruneCompressor(engine=LengthReranker(), top_n=2).compress_documents(docs, "q")
     assert [d.metadata["id"] for d in out] == ["b", "2"]
+    assert [d.metadata["model_score"] for d in out] == [-10.0, -19.0]  # the reranker's own score
     pruned = RagpruneCompressor(engine=LeadPruner(k=1)).compress_documents(
         [LCDocument(page_content="First sentence. Second sentence.", id="x")], "q")
     assert pruned[0].page_content == "First sentence."

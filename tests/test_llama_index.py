@@ -23,6 +23,7 @@ def test_query_engine_with_retriever_and_reranker_postprocessor(toy_docs):
     assert len(ids) == 2
     lengths = [len(n.node.get_content()) for n in response.source_nodes]
     assert lengths == sorted(lengths)  # the reranker's order (shortest first)
+    assert [n.node.metadata["model_score"] for n in response.source_nodes] == [-float(x) for x in lengths]
     assert set(ids) <= {"paris", "berlin", "cats", "scurvy", "python"}
     assert isinstance(str(response), str)
 
