@@ -1,4 +1,4 @@
-"""The released checkpoints in models/ load by default and behave like rankers/pruners."""
+"""The released checkpoints (the ragprune-models package) load by default and behave like rankers/pruners."""
 
 import pytest
 
@@ -6,13 +6,12 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from ragprune import BM25Retriever, CrossEncoderReranker, Document, ProvencePruner  # noqa: E402
-from ragprune.models import REPO_MODELS  # noqa: E402
+import ragprune_models  # noqa: E402  # `make install` installs the companion package (editable)
 
-RERANKER = REPO_MODELS / "ragprune-reranker-minilm-l6"
-PROVENCE = REPO_MODELS / "ragprune-provence-minilm-l6"
+RERANKER = ragprune_models.get_model_path("ragprune-reranker-minilm-l6")
+PROVENCE = ragprune_models.get_model_path("ragprune-provence-minilm-l6")
 
 
-@pytest.mark.skipif(not (RERANKER / "config.json").is_file(), reason="reranker not released yet")
 def test_default_reranker_loads_and_ranks_gold_first(shared_data):
     from ragprune.datasets import load_beir
 
@@ -33,7 +32,6 @@ def test_default_reranker_loads_and_ranks_gold_first(shared_data):
     assert wins >= 12  # gold document in the reranked top 10 for most of these claims
 
 
-@pytest.mark.skipif(not (PROVENCE / "provence.json").is_file(), reason="pruner not released yet")
 def test_default_pruner_keeps_the_answer_sentence():
     text = ("The Eiffel Tower is a wrought-iron lattice tower in Paris. It is named after the engineer "
             "Gustave Eiffel, whose company designed and built the tower from 1887 to 1889. Locally nicknamed "

@@ -183,8 +183,12 @@ def save_provence(model: Any, tokenizer: Any, dest: str | os.PathLike[str], *, f
     return dest
 
 
-def load_provence(model: str | os.PathLike[str], *, owner: str = "ProvencePruner") -> tuple[Any, Any, Path]:
-    """Load ``(tokenizer, model, path)`` from a checkpoint folder (fp32, eval mode).
+def load_provence(model: str | os.PathLike[str], *, owner: str = "ProvencePruner", revision: str | None = None,
+                  local_files_only: bool | None = None) -> tuple[Any, Any, Path]:
+    """Load ``(tokenizer, model, path)`` from a checkpoint (fp32, eval mode).
+
+    ``model`` is anything :func:`ragprune.models.resolve_model` resolves: a folder, a shipped
+    name or a Hugging Face id (at ``revision``; downloaded only when allowed).
 
     Raises:
         ragprune.models.ModelNotFoundError: no such folder.
@@ -194,7 +198,7 @@ def load_provence(model: str | os.PathLike[str], *, owner: str = "ProvencePruner
     from safetensors import safe_open
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    path = resolve_model(model, owner=owner)
+    path = resolve_model(model, owner=owner, revision=revision, local_files_only=local_files_only)
     meta_path = path / "provence.json"
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -227,8 +231,8 @@ class ProvencePruner(Pruner, PointwiseReranker):
     """Sentence-level context pruning (and reranking) with a two-head encoder.
 
     Args:
-        model: Checkpoint folder, or ``"ragprune-provence"`` (default: the model shipped in
-            ``models/``).
+        model: Checkpoint folder, Hugging Face id, or ``"ragprune-provence"`` (default: the model shipped in the
+            ``ragprune-models`` package).
         threshold: Keep a sentence when its mean token keep-probability is >= this, in [0, 1].
             Lower keeps more (higher recall); 0.1 is the paper's default.
         always_select_title: Prepend the document title to the kept text.
@@ -253,6 +257,9 @@ class ProvencePruner(Pruner, PointwiseReranker):
         hops: Readings of the passages (>= 1); each extra reading appends the sentence the model
             rates best so far to the query (multi-hop questions; module docstring). Costs one
             model pass each.
+        revision: For a Hugging Face id: branch, tag or commit (default ``main``).
+        local_files_only: For a Hugging Face id: ``True`` never downloads; ``None`` (default)
+            downloads unless ``HF_HUB_OFFLINE=1``. See :func:`ragprune.models.resolve_model`.
 
     Example:
         >>> pruner = ProvencePruner()                                          # doctest: +SKIP
@@ -279,6 +286,8 @@ class ProvencePruner(Pruner, PointwiseReranker):
         passage_weighting: str = "max",
         lexical_weight: float = 0.7,
         hops: int = 1,
+        revision: str | None = None,
+        local_files_only: bool | None = None,
     ) -> None:
         owner = "ProvencePruner"
         if passage_weighting not in PASSAGE_WEIGHTINGS:
@@ -305,7 +314,7 @@ class ProvencePruner(Pruner, PointwiseReranker):
         self.sentence_order = sentence_order
         self.splitter = splitter
         self.token_counter = token_counter
-        self.tokenizer, net, self.path = load_provence(model)
+        self.tokenizer, net, self.path = load_provence(model, revision=revision, local_files_only=local_files_only)
         self.model = (int8_dynamic(net) if quantize == "int8" else net).to(device)
         self.device = device
         if self.max_length > self.tokenizer.model_max_length:

@@ -38,8 +38,13 @@ def _import_torch() -> Any:
 
 
 def load_cross_encoder(model: str | os.PathLike[str], *, trust_remote_code: bool = False,
-                       owner: str = "CrossEncoderReranker") -> tuple[Any, Any, Path]:
-    """Load ``(tokenizer, model, path)`` from a local sequence-classification checkpoint.
+                       owner: str = "CrossEncoderReranker", revision: str | None = None,
+                       local_files_only: bool | None = None) -> tuple[Any, Any, Path]:
+    """Load ``(tokenizer, model, path)`` from a sequence-classification checkpoint.
+
+    ``model`` is anything :func:`ragprune.models.resolve_model` resolves: a folder, a shipped
+    name or a Hugging Face id (at ``revision``; downloaded only when ``local_files_only`` and
+    ``HF_HUB_OFFLINE`` allow it).
 
     Raises:
         ragprune.models.ModelNotFoundError: the folder does not exist.
@@ -49,7 +54,8 @@ def load_cross_encoder(model: str | os.PathLike[str], *, trust_remote_code: bool
     _import_torch()
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    path = resolve_model(model, owner=owner)
+    path = resolve_model(model, owner=owner, revision=revision, local_files_only=local_files_only,
+                         allow_code=trust_remote_code)
     cfg_path = path / "config.json"
     if not path.is_dir() or not cfg_path.is_file():
         raise ValueError(f"{owner}: {path} is not a Hugging Face checkpoint folder (no config.json).")
@@ -92,9 +98,10 @@ class CrossEncoderReranker(PointwiseReranker):
     """Scores ``(query, title + passage)`` pairs jointly with a cross-encoder.
 
     Args:
-        model: Local checkpoint folder, or ``"ragprune-reranker"`` (default: the MiniLM-L6
-            reranker trained and shipped in ``models/``). A public ms-marco cross-encoder
-            folder works the same way.
+        model: ``"ragprune-reranker"`` (default: the MiniLM-L6 reranker shipped in the
+            ``ragprune-models`` package), a local checkpoint folder, or a Hugging Face id such
+            as ``"cross-encoder/ms-marco-MiniLM-L-6-v2"`` (resolved through the Hugging Face
+            cache the way transformers does).
         max_length: Tokens per pair. Longer passages are truncated from the end (the query is
             kept whole); nothing crashes on long input.
         batch_size: Pairs per forward pass. Pairs are sorted by length first to cut padding.
@@ -102,6 +109,9 @@ class CrossEncoderReranker(PointwiseReranker):
         quantize: ``"int8"`` applies torch dynamic int8 quantization to the Linear layers
             (CPU only; faster, slightly different scores).
         trust_remote_code: Allow checkpoints that ship their own modelling code. Off by default.
+        revision: For a Hugging Face id: branch, tag or commit (default ``main``).
+        local_files_only: For a Hugging Face id: ``True`` never downloads; ``None`` (default)
+            downloads unless ``HF_HUB_OFFLINE=1``. See :func:`ragprune.models.resolve_model`.
         first_stage_weight: Fusion with the scores the candidates arrived with (see
             :class:`~ragprune.rerank.base.PointwiseReranker`): 0 (default) ranks by the
             cross-encoder's scores alone, whatever the input type; a weight in (0, 1] ranks by
@@ -135,6 +145,8 @@ class CrossEncoderReranker(PointwiseReranker):
         device: str = "cpu",
         quantize: str | None = None,
         trust_remote_code: bool = False,
+        revision: str | None = None,
+        local_files_only: bool | None = None,
         first_stage_weight: FusionWeight | None = 0.0,
     ) -> None:
         owner = "CrossEncoderReranker"
@@ -145,7 +157,8 @@ class CrossEncoderReranker(PointwiseReranker):
         self.batch_size = check_positive_int(batch_size, "batch_size", owner)
         check_quantize(quantize, device, owner)
         _import_torch()  # a clear ImportError before anything else
-        self.tokenizer, net, self.path = load_cross_encoder(model, trust_remote_code=trust_remote_code)
+        self.tokenizer, net, self.path = load_cross_encoder(model, trust_remote_code=trust_remote_code,
+                                                            revision=revision, local_files_only=local_files_only)
         if first_stage_weight is None:  # the default before fusion became explicit
             warnings.warn("CrossEncoderReranker: first_stage_weight=None is deprecated; pass 'recommended' for the "
                           "checkpoint's tuned fusion weight, or 0 (the default) for the model's scores alone.",

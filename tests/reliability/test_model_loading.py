@@ -184,11 +184,11 @@ def test_remote_code_is_refused_and_never_run(kind, folder, tmp_path, where):
 def test_shipped_aliases_explain_how_to_get_the_files(tmp_path, monkeypatch):
     import ragprune.models as models
 
-    monkeypatch.setattr(models, "REPO_MODELS", tmp_path / "no-repo-models")
+    monkeypatch.setattr(models, "_shipped_folder", lambda name: None)  # as if ragprune-models were absent
     monkeypatch.setenv("RAGPRUNE_MODELS_DIR", str(tmp_path / "no-cache"))
     monkeypatch.setattr(models, "_packaged", lambda name: None)
     for kind, name in (("cross-encoder", "ragprune-reranker"), ("provence", "ragprune-provence")):
-        with pytest.raises(ModelNotFoundError, match="reinstall ragprune from a full checkout"):
+        with pytest.raises(ModelNotFoundError, match=r"pip install 'ragprune\[models\]'"):
             LOADERS[kind](name)
     pytest.importorskip("sentence_transformers")
     from ragprune.retrieve.dense import load_sentence_transformer
