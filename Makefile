@@ -61,7 +61,7 @@ eval-pruning: install
 
 eval-html: install
 	$(PIP) install -q "htmlrag==0.1.1"
-	$(PY) -m eval.html --shared $(SHARED)/data --questions 100 --scorers bm25 dense --json eval/results/html.json --plot eval/results/html.png
+	$(PY) -m eval.html --shared $(SHARED)/data --limit 100 --scorers bm25 dense --json eval/results/html.json --plot eval/results/html.png
 
 eval-pipeline: install
 	$(PY) -m eval.pipeline --shared $(SHARED)/data --budget 1000 500 300 --json eval/results/pipeline_scifact.json
