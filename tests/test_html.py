@@ -184,3 +184,64 @@ def test_eval_html_script_smoke(shared_data, tmp_path):
     assert res["readability"]["crashes"] == 0 and res["readability"]["invalid_html"] == 0
     assert res["wtq"]["systems"]["ragprune-bm25"]["over_budget"] == 0
     assert res["extraction"]["systems"]["ragprune"]["recall"] > 0.8
+
+
+# A table whose header row is far larger than its rows: a kept row is rebuilt with that header
+# (so the row stays readable), text its own block HTML does not hold. Before the fix the budget
+# counted only the row and assumed the best block always fits, so at budgets from 30 to 148
+# tokens the output was the row plus its 111-token header: 149 tokens (5x over at 30).
+WIDE_HEADER = ("<html><body><p>Intro text about nothing.</p><table><tr>"
+               + "".join(f"<th>Header column number {i} with words</th>" for i in range(8)) + "</tr>"
+               + "<tr><td>Bellagio</td><td>built 1998</td></tr>"
+               + "".join(f"<tr><td>filler {i}</td><td>other {i}</td></tr>" for i in range(5))
+               + "</table></body></html>")
+
+
+@pytest.mark.parametrize("budget_on", ["html", "text"])
+def test_table_header_rows_are_charged_to_the_budget(budget_on):
+    from ragprune.text import count_tokens
+
+    pruner = HtmlPruner(max_node_words=64, budget_on=budget_on)
+    for budget in range(16, 200, 3):
+        out = pruner.prune("When was the Bellagio built?", WIDE_HEADER, max_tokens=budget)
+        cost = count_tokens(out.html if budget_on == "html" else out.text)
+        assert out.tokens == cost <= budget, (budget, out.blocks, out.truncated)
+    # room for the row and its header: both, in a readable table
+    full = pruner.prune("When was the Bellagio built?", WIDE_HEADER, max_tokens=400)
+    assert "<th>Header column number 0 with words</th>" in full.html and "built 1998" in full.html
+    assert not full.truncated
+
+
+def test_a_best_block_too_big_with_its_table_is_cut_not_sent_over_budget():
+    from ragprune.text import count_tokens
+
+    pruner = HtmlPruner(max_node_words=64)
+    # the row and its header fit by block costs (135 tokens) but not with the table's tags (149)
+    out = pruner.prune("When was the Bellagio built?", WIDE_HEADER, max_tokens=140)
+    assert count_tokens(out.html) <= 140 and out.truncated
+    assert "built 1998" in out.text and "Header column" not in out.text  # the row's words, cut loose
+
+
+def test_wikitablequestions_pages_stay_within_budget_by_the_minilm_tokenizer(shared_data):
+    """The eval.html setting (MiniLM WordPiece counts, 64-word blocks, BM25) on real WTQ pages."""
+    pytest.importorskip("transformers")
+    from transformers import AutoTokenizer
+
+    from ragprune.models import resolve_model
+    from ragprune.text import HFTokenCounter
+
+    folder = shared_data / "wikitablequestions_html"
+    rows = [json.loads(line) for line in (folder / "questions.jsonl").read_text(encoding="utf-8").splitlines()]
+    tok = AutoTokenizer.from_pretrained(str(resolve_model("minilm")))
+    tok.model_max_length = 10**9
+    counter = HFTokenCounter(tok)
+    pruner = HtmlPruner("bm25", max_node_words=64, token_counter=counter)
+    seen: set[str] = set()
+    for r in rows:
+        if r["page_html"] in seen or len(seen) >= 40:
+            continue
+        seen.add(r["page_html"])
+        html = (folder / r["page_html"]).read_bytes()
+        for budget in (256, 1024):
+            out = pruner.prune(r["question"], html, max_tokens=budget)
+            assert out.tokens == counter(out.html) <= budget, (r["page_html"], budget)

@@ -126,25 +126,24 @@ class HtmlPruner:
             return PrunedHtml(html="<body></body>", text="", blocks=(), tokens=0, compression=0.0)
         texts = [f"{b.context}\n{b.text}" if self.use_context and b.context else b.text for b in blocks]
         scores = _checked(self._score(query, texts), len(blocks), "scorer")
-        units = [Unit(0, b.index, b.html if self.budget_on == "html" else b.text, float(s)) for b, s in zip(blocks, scores)]
+        groups, extra, headers = self._header_costs(body, blocks)
+        units = [Unit(g, b.index, "" if b.index in headers else b.html if self.budget_on == "html" else b.text,
+                      float(s)) for b, g, s in zip(blocks, groups, scores)]
         if self._refine is not None:
-            units, scores = self._refined(query, texts, units, scores, budget)
-        chosen = fill_budget(units, budget, self.token_counter)
+            units, scores = self._refined(query, texts, units, scores, budget, extra)
+        chosen = fill_budget(units, budget, self.token_counter, group_cost=extra)
         kept = sorted(u.position for u in chosen.units)
-        if chosen.truncated:
-            piece = self._truncated(body, blocks[kept[0]], budget)
-            if piece is None:  # not even one word with its enclosing tags fits the budget
-                return PrunedHtml(html="<body></body>", text="", blocks=(), tokens=0, compression=1.0,
-                                  truncated=True)
-            out = piece
-        else:
-            # rebuilt pages carry ancestor tags and table headers the block costs did not: keep
-            # the largest best-first prefix of the kept blocks whose page fits the budget (the
-            # cost only grows with more blocks, so a binary search needs O(log n) rebuilds)
+        truncated = chosen.truncated
+        out = None
+        if not truncated:
+            # rebuilt pages carry ancestor tags the block costs did not: keep the largest
+            # best-first prefix of the kept blocks whose page fits the budget (the cost only grows
+            # with more blocks, so a binary search needs O(log n) rebuilds); when not even the
+            # best block fits on its own, it is cut like a block over budget
             best_first = sorted((blocks[i] for i in kept), key=lambda b: (-scores[b.index], b.index))
             out = rebuild(body, best_first)
-            if len(best_first) > 1 and self._cost(out) > budget:
-                lo, hi = 1, len(best_first) - 1
+            if self._cost(out) > budget:
+                lo, hi = 0, len(best_first) - 1
                 while lo < hi:
                     mid = (lo + hi + 1) // 2
                     if self._cost(rebuild(body, best_first[:mid])) <= budget:
@@ -152,19 +151,70 @@ class HtmlPruner:
                     else:
                         hi = mid - 1
                 best_first = best_first[:lo]
-                out = rebuild(body, best_first)
-            kept = sorted(b.index for b in best_first)
+                out = rebuild(body, best_first) if best_first else None
+                truncated = not best_first
+            kept = sorted(b.index for b in best_first) or kept
+        if truncated:  # cut the best block; a header row kept for free only when it is all there is
+            pool = kept or [u.position for u in units]  # empty when a table header alone is over budget
+            best = max([i for i in pool if i not in headers] or pool, key=lambda i: (scores[i], -i))
+            out = self._truncated(body, blocks[best], budget)
+            if out is None:  # not even one word with its enclosing tags fits the budget
+                return PrunedHtml(html="<body></body>", text="", blocks=(), tokens=0, compression=1.0,
+                                  truncated=True)
+            kept = [best]
         out_html = lxml.html.tostring(out, encoding="unicode")
         out_text = element_text(out)
         total = self.token_counter(element_text(body))
         compression = 1.0 - self.token_counter(out_text) / total if total else 0.0
         return PrunedHtml(html=out_html, text=out_text, blocks=tuple(kept), tokens=self._cost(out),
-                          compression=max(0.0, min(1.0, compression)), truncated=chosen.truncated)
+                          compression=max(0.0, min(1.0, compression)), truncated=truncated)
+
+    def _header_costs(self, body: Any, blocks: Sequence[Block]) -> tuple[list[int], dict[int, int], set[int]]:
+        """Budget groups of the blocks, the tokens each group costs once, and the header blocks.
+
+        A kept table row is rebuilt with its table's header row (:func:`rebuild`), text its own
+        HTML does not hold: the rows of one table (the header row's own block included) share a
+        group whose cost is that header row, so the budget pays for the header exactly once,
+        whichever of them is kept first; the header row's block itself then costs nothing more
+        (its indices are returned). Every other block is a group of its own with no extra
+        cost. Groups are numbered by the first block they hold, so ties still break in
+        document order.
+        """
+        import lxml.html
+
+        from .blocktree import _header_row, _resolve
+
+        groups: list[int] = []
+        extra: dict[int, int] = {}
+        first: dict[int, int] = {}
+        headers: set[int] = set()
+        keep_alive = []  # lxml proxies: a freed proxy's id() may be reused by another element
+        for b in blocks:
+            group = b.index
+            if b.kind == "element" and b.tag in ("tr", "td", "th"):
+                el = _resolve(body, b.path)
+                table = next(el.iterancestors("table"), None)
+                hdr = _header_row(table) if table is not None else None
+                if hdr is not None and (hdr is el or el in hdr.iterdescendants()):
+                    if b.tag == "tr":
+                        headers.add(b.index)
+                    else:  # a cell of the header row: rebuilt as it is, no header added
+                        hdr = None
+                if hdr is not None:
+                    keep_alive.append(hdr)
+                    group = first.setdefault(id(hdr), b.index)
+                    if group not in extra:
+                        extra[group] = self.token_counter(
+                            lxml.html.tostring(hdr, encoding="unicode", with_tail=False)
+                            if self.budget_on == "html" else element_text(hdr))
+            groups.append(group)
+        return groups, extra, headers
 
     def _refined(self, query: str, texts: Sequence[str], units: list[Unit], scores: np.ndarray,
-                 budget: int) -> tuple[list[Unit], np.ndarray]:
+                 budget: int, extra: dict[int, int] | None = None) -> tuple[list[Unit], np.ndarray]:
         """Second stage: re-score the first stage's candidate pool with the refiner."""
-        pool = fill_budget(units, max(budget, int(budget * self.refine_factor)), self.token_counter)
+        pool = fill_budget(units, max(budget, int(budget * self.refine_factor)), self.token_counter,
+                           group_cost=extra)
         cand = sorted(u.position for u in pool.units)
         if pool.truncated:  # one block larger than the pool: nothing to choose between
             return [units[cand[0]]], scores
