@@ -313,3 +313,18 @@ def test_pairwise_scores_do_not_depend_on_the_input_type() -> None:
     assert all(h.model_score == h.score for h in plain + scored)
     assert [h.first_stage_score for h in scored] == [99.0, 98.0, 100.0]  # the scores they arrived with
     assert all(h.first_stage_score is None for h in plain)
+
+
+def test_a_reranker_subclass_with_the_old_score_method_gets_a_clear_error() -> None:
+    from ragprune.rerank.base import PointwiseReranker, Reranker
+
+    with pytest.raises(TypeError, match="subclass PointwiseReranker and implement _score"):
+        class Old(Reranker):  # noqa: F841 - the class statement itself raises
+            def score(self, queries, docs):
+                return [0.0] * len(docs)
+
+    class Pointwise(PointwiseReranker):
+        def _score(self, queries, docs):
+            return [float(len(d.text)) for d in docs]
+
+    assert [h.id for h in Pointwise().rerank("q", ["a", "ccc", "bb"])] == ["1", "2", "0"]

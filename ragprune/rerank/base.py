@@ -151,8 +151,20 @@ class Reranker(ABC):
 
     Subclasses implement :meth:`_rerank_many` on validated input; :meth:`rerank` and
     :meth:`rerank_many` validate their arguments and return new ``ScoredDocument`` objects
-    (the caller's list is never changed).
+    (the caller's list is never changed). A backend that scores pairs one by one subclasses
+    :class:`PointwiseReranker` and implements ``_score`` instead.
+
+    Raises:
+        TypeError: at class creation, for a list-wise subclass that defines ``score`` (the
+            interface before pointwise scoring became :class:`Scorer`).
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "score" in cls.__dict__ and not issubclass(cls, Scorer):
+            raise TypeError(f"{cls.__name__}: a Reranker has no pointwise score(); subclass PointwiseReranker and "
+                            "implement _score(queries, docs) -> list[float], or implement "
+                            "_rerank_many(queries, docs, first_stage, k) for list-wise reranking.")
 
     def rerank(self, query: str, docs: Sequence[ScoredDocument | DocumentLike], k: int | None = None
                ) -> list[ScoredDocument]:
