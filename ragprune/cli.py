@@ -1,4 +1,4 @@
-"""``ragprune`` command line: index, search, rerank, prune, eval.
+"""``ragprune`` command line: index, search, rerank, prune, eval, serve.
 
     ragprune index ../shared/data/beir_scifact idx/scifact          # BEIR folder or .jsonl -> BM25 index
     ragprune search idx/scifact "what causes scurvy" -k 5 --json
@@ -6,6 +6,7 @@
     ragprune prune "what causes scurvy" page.html --max-tokens 512     # HTML file
     echo "some text. more text." | ragprune prune "question" -          # plain text from stdin
     ragprune eval beir --data ../shared/data/beir_scifact --retriever bm25
+    ragprune serve --port 8000 --index idx/scifact                     # HTTP: Cohere/TEI rerank, /prune, /context
 
 Exit codes: 0 success, 1 runtime failure (e.g. a model could not be loaded), 2 usage error or
 bad input (missing files, empty query). ``--json`` prints one JSON document on stdout;
@@ -114,6 +115,80 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_serve_parser(sub: Any) -> None:
+    from .serve.settings import ServeSettings
+
+    d = ServeSettings()
+    ps = sub.add_parser(
+        "serve", help="serve rerank/prune (and an index) over HTTP: Cohere, Jina and TEI wire formats",
+        description="Run the ragprune HTTP server (FastAPI + uvicorn; needs pip install 'ragprune[serve]'). "
+                    "Routes: POST /v1/rerank and /v2/rerank (Cohere; v1 also takes Jina's body), POST /rerank "
+                    "(text-embeddings-inference), POST /prune, POST /retrieve and /context (with --index), "
+                    "GET /health, GET /metrics (Prometheus); OpenAPI at /docs. Concurrent requests share model "
+                    "batches; a full queue answers 503 with Retry-After.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ps.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes the server to the network)")
+    ps.add_argument("--port", type=int, default=8000, help="TCP port")
+    ps.add_argument("--reranker", default="ragprune-reranker",
+                    help="cross-encoder for the rerank routes: shipped name, checkpoint folder, Hugging Face id, "
+                         "or module:factory returning a Reranker")
+    ps.add_argument("--pruner", default="ragprune-provence",
+                    help="Provence checkpoint for /prune and /context (name, folder or id), or module:factory "
+                         "returning a Pruner")
+    ps.add_argument("--index", type=Path, default=None,
+                    help="saved BM25 or dense index folder (ragprune index); adds /retrieve and /context")
+    ps.add_argument("--max-batch-size", type=int, default=d.max_batch_size,
+                    help="most (query, document) pairs coalesced into one model batch; 1 turns batching off")
+    ps.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
+                    help="how long a request waits for others to share its batch, in milliseconds")
+    ps.add_argument("--max-queue", type=int, default=d.max_queue,
+                    help="requests waiting per model queue; beyond it the server answers 503 with Retry-After")
+    ps.add_argument("--max-documents", type=int, default=d.max_documents,
+                    help="most documents per request (413 above); also caps k, candidates and top_k")
+    ps.add_argument("--max-request-bytes", type=int, default=d.max_request_bytes,
+                    help="largest request body in bytes (413 above)")
+    ps.add_argument("--max-query-chars", type=int, default=d.max_query_chars,
+                    help="longest query in characters (422 above)")
+    ps.add_argument("--api-key-env", metavar="NAME", default=None,
+                    help="environment variable holding the API key; clients then send 'Authorization: Bearer "
+                         "KEY' (/health stays open); none by default")
+    ps.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                    help="allow browser calls from ORIGIN (repeat for several); none by default")
+    ps.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                    help="uvicorn log level")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from .serve import ServeSettings, require_serve_extra
+
+    require_serve_extra()
+    import uvicorn
+
+    from .serve.app import create_app, load_pruner, load_reranker, load_retriever
+
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise ValueError(f"--api-key-env {args.api_key_env}: that environment variable is unset or empty.")
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be in 0..65535, got {args.port}.")
+    settings = ServeSettings(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+                             max_queue=args.max_queue, max_documents=args.max_documents,
+                             max_request_bytes=args.max_request_bytes, max_query_chars=args.max_query_chars,
+                             api_key=api_key, cors_origins=tuple(args.cors_origin))
+    if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
+        print(f"ragprune serve: listening on {args.host} without an API key (--api-key-env).", file=sys.stderr)
+    reranker, pruner = load_reranker(args.reranker), load_pruner(args.pruner)
+    retriever = load_retriever(args.index) if args.index is not None else None
+    app = create_app(reranker, pruner, settings=settings, retriever=retriever,
+                     index_name=None if args.index is None else str(args.index))
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30)
+    return EXIT_OK
+
+
 # The benchmark scripts of the workbench (eval/ in a source checkout; not part of the wheel):
 # `ragprune eval SUITE ARGS` runs `python -m eval.SUITE ARGS`.
 EVAL_SUITES = ("beir", "bright", "html", "lexical_sweep", "pipeline", "prp_pairs", "pruning", "pruning_misses", "qa",
@@ -184,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     kind.add_argument("--html", action="store_true", help="treat the input as HTML")
     kind.add_argument("--text", action="store_true", help="treat the input as plain text")
     pp.add_argument("--output-html", action="store_true", help="print the pruned HTML rather than its text")
+    _add_serve_parser(sub)
     pe = sub.add_parser("eval", help="run an eval script of a source checkout (python -m eval.SUITE)",
                         description="Run `python -m eval.SUITE ARGS` (the workbench of a source checkout); "
                                     "`ragprune eval SUITE --help` lists a suite's options.")
@@ -199,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ragprune {args.cmd}: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return EXIT_USAGE
     handler = {"index": cmd_index, "search": cmd_search, "rerank": cmd_rerank, "prune": cmd_prune,
-               "eval": cmd_eval}[args.cmd]
+               "eval": cmd_eval, "serve": cmd_serve}[args.cmd]
     try:
         return handler(args)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, ValueError, TypeError) as e:
