@@ -192,7 +192,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # The benchmark scripts of the workbench (eval/ in a source checkout; not part of the wheel):
 # `ragprune eval SUITE ARGS` runs `python -m eval.SUITE ARGS`.
 EVAL_SUITES = ("beir", "bright", "html", "lexical_sweep", "pipeline", "prp_pairs", "pruning", "pruning_misses", "qa",
-               "speed")
+               "serve", "speed")
 
 
 def _workbench_root() -> Path | None:
