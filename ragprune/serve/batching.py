@@ -200,25 +200,28 @@ class DynamicBatcher(Generic[T, R]):
             if not batch:
                 continue
             start = time.perf_counter()
+            running = loop.run_in_executor(self._executor, self._run, [j.item for j in batch])
             try:
-                results = await loop.run_in_executor(self._executor, self._run, [j.item for j in batch])
-            except asyncio.CancelledError:
-                for j in batch:
-                    if not j.future.done():
-                        j.future.set_exception(RuntimeError(f"the {self.name} batcher stopped."))
+                results = await asyncio.shield(running)
+            except asyncio.CancelledError:  # stop(): the batch on the worker finishes and is answered
+                self._deliver(batch, await running)
                 raise
-            for j, (ok, value) in zip(batch, results):
-                if j.future.done():
-                    continue
-                if ok:
-                    j.future.set_result(value)
-                else:
-                    j.future.set_exception(value)
+            self._deliver(batch, results)
             if self._observer is not None:
                 try:
                     self._observer(self.name, len(batch), sum(j.size for j in batch), time.perf_counter() - start)
                 except Exception:  # metrics never break serving
                     logger.exception("batch observer failed")
+
+    @staticmethod
+    def _deliver(batch: list[_Job[T]], results: list[tuple[bool, Any]]) -> None:
+        for j, (ok, value) in zip(batch, results):
+            if j.future.done():  # the caller went away meanwhile
+                continue
+            if ok:
+                j.future.set_result(value)
+            else:
+                j.future.set_exception(value)
 
     def _run(self, items: list[T]) -> list[tuple[bool, Any]]:
         """Run ``fn`` on the batch; when it fails, on each item alone (failures stay per item)."""
