@@ -361,3 +361,20 @@ def test_serve_refuses_unset_key_env():
                           "--reranker", "tests.serve_helpers:slow_reranker"], capture_output=True, text=True,
                          timeout=60)
     assert run.returncode == 2 and "RAGPRUNE_SURELY_UNSET_VAR" in run.stderr
+
+
+def test_sigterm_finishes_in_flight_requests(tmp_path):
+    proc = ServerProcess(["--reranker", "tests.serve_helpers:slow_reranker", "--pruner", "tests.serve_helpers:lead_pruner",
+                          "--max-batch-size", "1"], env={"RAGPRUNE_TEST_DELAY_S": "0.5"}, log=tmp_path / "server.log")
+    proc.wait_ready()
+    body = {"query": "word", "documents": ["word a", "b"]}
+    with ThreadPoolExecutor(2) as pool:
+        replies = [pool.submit(post, proc, "/v2/rerank", body, {}) for _ in range(2)]
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{proc.url}/health", timeout=10).json()["queue_depth"]["rerank"] < 1:
+            assert time.monotonic() < deadline  # one request runs, the other waits in the queue
+            time.sleep(0.01)
+        proc.proc.send_signal(signal.SIGTERM)  # shut down with both in flight
+        codes = [r.result().status_code for r in replies]
+    assert codes == [200, 200]
+    _assert_clean_exit(proc)
