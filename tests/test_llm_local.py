@@ -165,7 +165,7 @@ def test_eval_beir_prp_on_real_server_and_resume(llama_server, tmp_path):
     assert "first_stage_metrics" in res and "PairwiseReranker" in res["pipeline"]
     assert "prompt='instruct'" in res["pipeline"]  # the variant is recorded and keys the cache
     lines = cache.read_text().splitlines()
-    assert len(lines) == 1
+    assert len(lines) >= 1  # one line per LLM reply (CachedLLM)
     assert main(argv) == 0  # resumed from the cache: no new lines, same metrics
     assert cache.read_text().splitlines() == lines
     assert json.loads(out.read_text())["metrics"] == res["metrics"]
