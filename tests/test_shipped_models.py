@@ -5,8 +5,9 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from ragprune import BM25Retriever, CrossEncoderReranker, Document, ProvencePruner  # noqa: E402
 import ragprune_models  # noqa: E402  # `make install` installs the companion package (editable)
+
+from ragprune import BM25Retriever, CrossEncoderReranker, Document, ProvencePruner  # noqa: E402
 
 RERANKER = ragprune_models.get_model_path("ragprune-reranker-minilm-l6")
 PROVENCE = ragprune_models.get_model_path("ragprune-provence-minilm-l6")
