@@ -182,17 +182,18 @@ class HtmlPruner:
         """
         import lxml.html
 
-        from .blocktree import _header_row, _resolve
+        from .blocktree import _header_row, _resolver
 
         groups: list[int] = []
         extra: dict[int, int] = {}
         first: dict[int, int] = {}
         headers: set[int] = set()
+        resolve = _resolver(body)
         keep_alive = []  # lxml proxies: a freed proxy's id() may be reused by another element
         for b in blocks:
             group = b.index
             if b.kind == "element" and b.tag in ("tr", "td", "th"):
-                el = _resolve(body, b.path)
+                el = resolve(b.path)
                 table = next(el.iterancestors("table"), None)
                 hdr = _header_row(table) if table is not None else None
                 if hdr is not None and (hdr is el or el in hdr.iterdescendants()):

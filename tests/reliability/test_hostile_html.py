@@ -114,7 +114,8 @@ def _run_cases(names: list[str], timeout: float, memory_mb: int) -> dict[str, di
         proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=timeout)
     except subprocess.TimeoutExpired as e:
-        done = [json.loads(line) for line in (e.stdout or "").splitlines() if line.startswith("{")]
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else e.stdout or ""  # bytes on timeout
+        done = [json.loads(line) for line in out.splitlines() if line.startswith('{"name"')]
         last = done[-1]["name"] if done else names[0]
         raise AssertionError(f"hostile page {last!r} did not finish within {timeout:.0f} s") from None
     assert proc.returncode == 0, proc.stderr[-3000:]
