@@ -54,6 +54,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .._quant import check_quantize, int8_dynamic
+from .._runtime import Backend, TorchRunner, check_backend, onnx_runner
 from .._validate import check_number, check_positive_int
 from ..models import check_tokenizer, resolve_model
 from ..rerank.base import PointwiseReranker, check_pairs
@@ -245,8 +246,9 @@ class ProvencePruner(Pruner, PointwiseReranker):
         splitter: Sentence splitter (character spans); default blingfire.
         token_counter: Counts tokens for the compression figure.
         device: torch device.
-        quantize: ``"int8"``: dynamic int8 quantization of the Linear layers (CPU; faster,
-            slightly different probabilities; ``eval/speed.py prune`` measures both).
+        quantize: ``"int8"``: dynamic int8 quantization (CPU; faster, slightly different
+            probabilities; ``eval/speed.py prune`` measures both): torch's of the Linear layers,
+            or with ``backend="onnx"`` ONNX Runtime's of every MatMul (per-channel weights).
         passage_weighting: How the ranking score of each passage scales its sentences'
             keep-probabilities among the documents pruned together: ``"max"`` (default),
             ``"relative"``, ``"absolute"`` or ``"none"`` (the token head alone);
@@ -260,6 +262,8 @@ class ProvencePruner(Pruner, PointwiseReranker):
         revision: For a Hugging Face id: branch, tag or commit (default ``main``).
         local_files_only: For a Hugging Face id: ``True`` never downloads; ``None`` (default)
             downloads unless ``HF_HUB_OFFLINE=1``. See :func:`ragprune.models.resolve_model`.
+        backend: ``"torch"`` (default) or ``"onnx"``: ONNX Runtime on CPU from an export made
+            once and cached (:mod:`ragprune._runtime`; needs the ``onnx`` extra).
 
     Example:
         >>> pruner = ProvencePruner()                                          # doctest: +SKIP
@@ -288,6 +292,7 @@ class ProvencePruner(Pruner, PointwiseReranker):
         hops: int = 1,
         revision: str | None = None,
         local_files_only: bool | None = None,
+        backend: Backend = "torch",
     ) -> None:
         owner = "ProvencePruner"
         if passage_weighting not in PASSAGE_WEIGHTINGS:
@@ -296,6 +301,7 @@ class ProvencePruner(Pruner, PointwiseReranker):
         self.passage_weighting = passage_weighting
         self.lexical_weight = check_number(lexical_weight, "lexical_weight", owner, low=0.0, high=1.0)
         self.hops = check_positive_int(hops, "hops", owner)
+        self.backend = check_backend(backend, device, owner)
         self.quantize = check_quantize(quantize, device, owner)
         self.threshold = check_number(threshold, "threshold", owner, low=0.0, high=1.0)
         self.always_select_title = bool(always_select_title)
@@ -315,7 +321,14 @@ class ProvencePruner(Pruner, PointwiseReranker):
         self.splitter = splitter
         self.token_counter = token_counter
         self.tokenizer, net, self.path = load_provence(model, revision=revision, local_files_only=local_files_only)
-        self.model = (int8_dynamic(net) if quantize == "int8" else net).to(device)
+        if self.backend == "onnx":
+            self._run = onnx_runner(net, self.path, self.tokenizer, kind="provence", outputs=_heads,
+                                    output_axes={"rank": {0: "batch"}, "tokens": {0: "batch", 1: "sequence"}},
+                                    quantize=quantize, owner=owner)
+            self.model = None  # the torch weights are not kept
+        else:
+            self.model = (int8_dynamic(net) if quantize == "int8" else net).to(device)
+            self._run = TorchRunner(self.model, device, _heads)
         self.device = device
         if self.max_length > self.tokenizer.model_max_length:
             self.max_length = int(self.tokenizer.model_max_length)
@@ -343,12 +356,11 @@ class ProvencePruner(Pruner, PointwiseReranker):
         queries, docs = check_pairs(queries, docs, "ProvencePruner.infer")
         if spans is not None and len(spans) != len(docs):
             raise ValueError(f"ProvencePruner.infer: got {len(docs)} documents but {len(spans)} span lists.")
-        torch = _torch()
         spans = spans if spans is not None else [[] for _ in docs]
         # similar lengths in one batch -> little padding; results go back to input order
         order = sorted(range(len(docs)), key=lambda i: len(queries[i]) + len(docs[i].full_text))
         out: list[tuple[float, np.ndarray] | None] = [None] * len(docs)
-        with self._lock, torch.inference_mode():
+        with self._lock:
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 res = self._infer_batch([queries[i] for i in idx], [docs[i] for i in idx], [spans[i] for i in idx])
@@ -358,7 +370,6 @@ class ProvencePruner(Pruner, PointwiseReranker):
 
     def _infer_batch(self, queries: Sequence[str], docs: Sequence[Document],
                      spans: Sequence[Sequence[tuple[int, int]]]) -> list[tuple[float, np.ndarray]]:
-        torch = _torch()
         q_max = max(8, self.max_length // 4)  # very long queries are cut to leave room for context
         queries = [self.tokenizer.convert_tokens_to_string(self.tokenizer.tokenize(tokenizer_safe(q))[:q_max])
                    for q in queries]
@@ -366,17 +377,16 @@ class ProvencePruner(Pruner, PointwiseReranker):
         enc = self.tokenizer(list(queries), [c for c, _ in contexts], truncation="only_second",
                              max_length=self.max_length, stride=min(self.stride, self.max_length // 4),
                              return_overflowing_tokens=True, return_offsets_mapping=True, padding=True,
-                             return_tensors="pt")
+                             return_tensors="np")
         sample = enc.pop("overflow_to_sample_mapping").tolist()
-        offsets = enc.pop("offset_mapping").numpy()
-        rank_all, probs_all = [], []
+        offsets = enc.pop("offset_mapping")
+        rank_all, logits_all = [], []
         for s in range(0, len(sample), self.batch_size):
-            batch = {k: v[s : s + self.batch_size].to(self.device) for k, v in enc.items()}
-            rank, tok = self.model(**batch)
-            rank_all.append(rank.float().cpu())
-            probs_all.append(torch.sigmoid(tok.float()).cpu())
-        rank = torch.cat(rank_all).tolist()
-        probs = torch.cat(probs_all).numpy()
+            rank, tok = self._run({k: v[s : s + self.batch_size] for k, v in enc.items()})
+            rank_all.append(rank)
+            logits_all.append(tok)
+        rank = np.concatenate(rank_all).tolist()
+        probs = 0.5 * (1.0 + np.tanh(0.5 * np.concatenate(logits_all)))  # sigmoid without overflow
         best = [float("-inf")] * len(docs)
         sums = [np.zeros(len(sp)) for sp in spans]
         counts = [np.zeros(len(sp)) for sp in spans]
@@ -509,4 +519,9 @@ class ProvencePruner(Pruner, PointwiseReranker):
         extra = "" if self.passage_weighting == "max" else f", passage_weighting={self.passage_weighting!r}"
         extra += "" if self.lexical_weight == 0.7 else f", lexical_weight={self.lexical_weight:g}"
         extra += "" if self.hops == 1 else f", hops={self.hops}"
+        extra += "" if self.backend == "torch" else f", backend={self.backend!r}"
         return f"ProvencePruner({self.path.name!r}, threshold={self.threshold}{extra})"
+
+
+def _heads(out: Any) -> tuple[Any, Any]:
+    return out  # the model returns (rank, token logits)

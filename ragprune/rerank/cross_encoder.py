@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .._quant import check_quantize, int8_dynamic
+from .._runtime import Backend, TorchRunner, check_backend, onnx_runner
 from .._validate import check_positive_int
 from ..models import check_tokenizer, resolve_model
 from ..text import tokenizer_safe
@@ -106,8 +107,13 @@ class CrossEncoderReranker(PointwiseReranker):
             kept whole); nothing crashes on long input.
         batch_size: Pairs per forward pass. Pairs are sorted by length first to cut padding.
         device: torch device (``"cpu"`` default).
-        quantize: ``"int8"`` applies torch dynamic int8 quantization to the Linear layers
-            (CPU only; faster, slightly different scores).
+        quantize: ``"int8"``: dynamic int8 quantization (CPU only; faster, slightly different
+            scores). With ``backend="torch"`` torch quantizes the Linear layers; with
+            ``backend="onnx"`` ONNX Runtime quantizes every MatMul with per-channel weights.
+        backend: ``"torch"`` (default, the reference) or ``"onnx"``: ONNX Runtime on CPU, from
+            an export made once and cached under ``$RAGPRUNE_ONNX_DIR`` (see
+            :mod:`ragprune._runtime`; needs the ``onnx`` extra). Scores match torch's to
+            ~1e-5 in fp32; ``eval/speed.py rerank`` measures speed and nDCG of each option.
         trust_remote_code: Allow checkpoints that ship their own modelling code. Off by default.
         revision: For a Hugging Face id: branch, tag or commit (default ``main``).
         local_files_only: For a Hugging Face id: ``True`` never downloads; ``None`` (default)
@@ -148,6 +154,7 @@ class CrossEncoderReranker(PointwiseReranker):
         revision: str | None = None,
         local_files_only: bool | None = None,
         first_stage_weight: FusionWeight | None = 0.0,
+        backend: Backend = "torch",
     ) -> None:
         owner = "CrossEncoderReranker"
         self.max_length = check_positive_int(max_length, "max_length", owner)
@@ -155,6 +162,7 @@ class CrossEncoderReranker(PointwiseReranker):
             raise ValueError(f"{owner}: max_length={max_length} leaves no room for query and passage; use at least "
                              "16 tokens (256 is the default).")
         self.batch_size = check_positive_int(batch_size, "batch_size", owner)
+        self.backend = check_backend(backend, device, owner)
         check_quantize(quantize, device, owner)
         _import_torch()  # a clear ImportError before anything else
         self.tokenizer, net, self.path = load_cross_encoder(model, trust_remote_code=trust_remote_code,
@@ -169,26 +177,28 @@ class CrossEncoderReranker(PointwiseReranker):
         if self.num_labels not in (1, 2):
             raise ValueError(f"{owner}: {self.path} has {self.num_labels} outputs; a cross-encoder has 1 or 2.")
         net = net.float()
-        if quantize == "int8":
-            net = int8_dynamic(net)
-        self.model = net.to(device)
+        if self.backend == "onnx":
+            self._run = onnx_runner(net, self.path, self.tokenizer, kind="cross-encoder", outputs=_logits,
+                                    output_axes={"logits": {0: "batch"}}, quantize=quantize, owner=owner)
+            self.model = None  # the torch weights are not kept
+        else:
+            self.model = (int8_dynamic(net) if quantize == "int8" else net).to(device)
+            self._run = TorchRunner(self.model, device, _logits)
         self.device = device
         self.quantize = quantize
         self._lock = threading.Lock()
 
     def _score(self, queries: list[str], docs: list[Document]) -> list[float]:
-        torch = _import_torch()
         passages = [tokenizer_safe(d.full_text) for d in docs]
         queries = [tokenizer_safe(q) for q in queries]
         order = sorted(range(len(passages)), key=lambda i: len(queries[i]) + len(passages[i]))
         out = [0.0] * len(passages)
-        with self._lock, torch.inference_mode():
+        with self._lock:
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 enc = self.tokenizer([queries[i] for i in idx], [passages[i] for i in idx], padding=True,
-                                     truncation="longest_first", max_length=self.max_length,
-                                     return_tensors="pt").to(self.device)
-                logits = self.model(**enc).logits.float()
+                                     truncation="longest_first", max_length=self.max_length, return_tensors="np")
+                logits = self._run(dict(enc))[0]
                 s = logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
                 for i, v in zip(idx, s.tolist()):
                     out[i] = v
@@ -196,5 +206,10 @@ class CrossEncoderReranker(PointwiseReranker):
 
     def __repr__(self) -> str:
         fuse = f", first_stage_weight={self.first_stage_weight}" if self.first_stage_weight else ""
+        backend = f", backend={self.backend!r}" if self.backend != "torch" else ""
         return (f"CrossEncoderReranker({self.path.name!r}, max_length={self.max_length}, "
-                f"quantize={self.quantize!r}{fuse})")
+                f"quantize={self.quantize!r}{backend}{fuse})")
+
+
+def _logits(out: Any) -> tuple[Any]:
+    return (out.logits,)
