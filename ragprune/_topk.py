@@ -20,11 +20,10 @@ def topk(scores: np.ndarray, k: int, ids: np.ndarray | None = None) -> np.ndarra
     k = min(k, n)
     if k <= 0:
         return np.empty(0, dtype=np.int64)
-    keys = np.arange(n) if ids is None else ids
     if k < n:
         kth = np.partition(scores, n - k)[n - k]
         cand = np.flatnonzero(scores >= kth)
     else:
         cand = np.arange(n)
-    order = np.lexsort((keys[cand], -scores[cand]))
+    order = np.lexsort((cand if ids is None else ids[cand], -scores[cand]))
     return cand[order[:k]]

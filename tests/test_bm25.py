@@ -70,7 +70,7 @@ def test_scores_match_textbook_formula(scifact_sample, method):
 def test_rankings_match_bm25s(scifact_sample):
     bm25s = pytest.importorskip("bm25s")
     docs, queries = scifact_sample
-    ours = BM25Retriever.from_documents(docs)  # lucene, k1=0.9, b=0.4
+    ours = BM25Retriever.from_documents(docs, method="lucene", k1=0.9, b=0.4)
     an = Analyzer()
     ref = bm25s.BM25(method="lucene", k1=0.9, b=0.4)
     ref.index([an(d["title"] + " " + d["text"]) for d in docs], show_progress=False)
@@ -80,6 +80,97 @@ def test_rankings_match_bm25s(scifact_sample):
         # bm25s leaves out Lucene's constant (k1 + 1) factor: same ranking, scaled scores.
         np.testing.assert_allclose([h.score for h in hits], srow * 1.9, rtol=1e-4, atol=1e-4)
         assert [h.id for h in hits] == [docs[i]["_id"] for i in row]
+
+
+def test_default_scores_match_bm25s_with_the_same_parameters(scifact_sample):
+    bm25s = pytest.importorskip("bm25s")
+    docs, queries = scifact_sample
+    ours = BM25Retriever.from_documents(docs)  # atire, k1=1.5, b=0.9
+    an = Analyzer()
+    ref = bm25s.BM25(method="atire", k1=1.5, b=0.9)
+    ref.index([an(d["title"] + " " + d["text"]) for d in docs], show_progress=False)
+    ids, scores = ref.retrieve([an(q) for q in queries], k=5, show_progress=False, n_threads=1)
+    for q, row, srow in zip(queries, ids, scores):
+        hits = ours.retrieve(q, 5)
+        np.testing.assert_allclose([h.score for h in hits], srow, rtol=1e-4, atol=1e-4)
+        assert [h.id for h in hits] == [docs[i]["_id"] for i in row]
+
+
+# ----------------------------------------------------------------------------- defaults
+
+OLD_INDEX = Path(__file__).parent / "data" / "bm25_index_v1_old_defaults"
+
+
+def test_defaults_are_the_setting_chosen_on_dev_data(toy_docs):
+    bm25 = BM25Retriever.from_documents(toy_docs)
+    assert (bm25.method, bm25.k1, bm25.b) == ("atire", 1.5, 0.9)
+    results = Path(__file__).parents[1] / "eval" / "results" / "bm25_defaults.json"
+    if results.is_file():  # the dev grid that chose them (eval/bm25_defaults.py)
+        chosen = json.loads(results.read_text())["chosen"]
+        assert (chosen["method"], chosen["k1"], chosen["b"]) == (bm25.method, bm25.k1, bm25.b)
+
+
+def test_index_saved_with_the_old_defaults_keeps_its_parameters(toy_docs):
+    """An index written before the defaults changed (lucene, k1=0.9, b=0.4) loads with its own
+    parameters and scores, not today's defaults."""
+    old = BM25Retriever.load(OLD_INDEX)
+    assert (old.method, old.k1, old.b) == ("lucene", 0.9, 0.4)
+    # scores written down by the version that saved the index
+    expected = {"capital city of France": [("paris", 3.1922173500), ("berlin", 1.7310593128), ("cats", 0.0)],
+                "vitamin C deficiency disease": [("scurvy", 4.1116676331), ("paris", 0.0), ("berlin", 0.0)]}
+    for q, want in expected.items():
+        hits = old.retrieve(q, k=3)
+        assert [h.id for h in hits] == [d for d, _ in want]
+        assert [h.score for h in hits] == pytest.approx([s for _, s in want], rel=1e-6)
+    fresh = BM25Retriever.from_documents(toy_docs)  # same corpus, today's defaults
+    assert fresh.retrieve("capital city of France", k=1)[0].score != pytest.approx(3.1922173500, rel=1e-3)
+    assert "k1=0.9, b=0.4" in repr(old)
+
+
+# ----------------------------------------------------------------------------- one query vs a batch
+
+EDGE_QUERIES = ["cell cell cell growth growth growth growth", "zzzqqq unknownword", "the of and",
+                "xylophone", "vitamin", "Cell", "protein expression in cancer cells of mice"]
+
+
+@pytest.mark.parametrize("method", ["atire", "lucene", "robertson", "okapi", "bm25l", "bm25+"])
+def test_one_query_at_a_time_equals_the_batched_path(scifact_sample, monkeypatch, method):
+    """retrieve(q) (posting lists + bincount) and retrieve_many (sparse product) give the same
+    documents and bit-identical scores, on the dense and on the matched-only path."""
+    import ragprune.retrieve.bm25 as mod
+
+    docs, queries = scifact_sample
+    qs = queries[:25] + EDGE_QUERIES
+    bm25 = BM25Retriever.from_documents(docs, method=method)
+    assert len(qs) >= mod._BATCH_MIN
+    for k in (1, 10, len(docs) + 5):
+        batched = bm25.retrieve_many(qs, k=k)
+        assert [bm25.retrieve(q, k=k) for q in qs] == batched
+        for ratio in (0, 10**9):  # every query matched-only / every query dense
+            monkeypatch.setattr(mod, "_SPARSE_RATIO", ratio)
+            assert [bm25.retrieve(q, k=k) for q in qs] == batched
+        monkeypatch.undo()
+    for q, hits in zip(qs, bm25.retrieve_many(qs, k=10)):
+        scores = bm25.get_scores(q)
+        pos = {d.id: i for i, d in enumerate(bm25.documents)}
+        assert [h.score for h in hits] == [float(scores[pos[h.id]]) for h in hits]
+
+
+def test_one_query_equals_batched_with_negative_scores():
+    docs = ["common alpha", "common beta", "common gamma", "delta only", "common common alpha"]
+    bm25 = BM25Retriever.from_documents(docs, method="robertson")
+    qs = ["common", "common alpha", "alpha alpha beta", "delta", "nothing"]
+    for k in (1, 3, 10):
+        assert [bm25.retrieve(q, k=k) for q in qs] == bm25.retrieve_many(qs, k=k)
+    assert bm25.retrieve("common", k=5)[0].id == "3"  # unmatched (0) above negative scores
+
+
+def test_batched_results_do_not_depend_on_the_batch(scifact_sample):
+    docs, queries = scifact_sample
+    bm25 = BM25Retriever.from_documents(docs)
+    whole = bm25.retrieve_many(queries, k=10)
+    assert bm25.retrieve_many(queries[::-1], k=10) == whole[::-1]
+    assert bm25.retrieve_many(queries[:3], k=10) == whole[:3]  # below _BATCH_MIN: one at a time
 
 
 # ----------------------------------------------------------------------------- behaviour
