@@ -3,12 +3,16 @@
     python -m eval.speed bm25 --data ../shared/data/beir_scifact --json eval/results/speed_bm25.json
     python -m eval.speed dense --data ../shared/data/beir_scifact --docs 500 --json eval/results/speed_dense.json
 
-``bm25``: ragprune's BM25 vs bm25s vs rank-bm25, every library given the same analysed tokens
-(ragprune's analyzer: lowercase, Lucene stopwords, Snowball stemming) and the same BM25
-variant/parameters where the library has it. Reported: index seconds, and top-10 queries per
-second on one thread (median of ``--repeats`` runs). ragprune's query timing starts from raw
-query *strings* (analysis included); the others get pre-analysed token lists. rank-bm25 runs
-on the first ``--rank-bm25-queries`` queries only (it scores every document per query term).
+``bm25``: ragprune's BM25 vs bm25s vs rank-bm25. Rows: ragprune (its defaults unless
+``--method/--k1/--b``); bm25s given ragprune's analysed tokens (lowercase, Lucene stopwords,
+Snowball stemming) and the same variant/parameters; bm25s as its README uses it (its own
+``bm25s.tokenize`` with English stopwords and PyStemmer, its defaults lucene/1.5/0.75); rank-bm25
+(BM25Okapi, same tokens). Reported: index seconds; batched top-10 queries per second on one
+thread (median of ``--repeats`` runs; ragprune from raw strings, the same-token peers from
+pre-analysed tokens); the per-query latency of top-10 retrieval one query at a time, raw string
+in, tokenization included (p50 and mean over every query x ``--repeats``, the libraries taking
+turns); and nDCG@10 on the test split with each library's defaults. rank-bm25 runs on the first
+``--rank-bm25-queries`` queries only (it scores every document per query term).
 
 ``dense``: corpus encoding with ragprune's DenseRetriever vs raw sentence-transformers
 ``encode`` (same model, batch size and normalisation) on the first ``--docs`` documents.
@@ -47,13 +51,40 @@ def _median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     return statistics.median(times), out
 
 
+def _bm25_per_query(fns: dict[str, Callable[[str], Any]], queries: list[str], repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each ``fns[name](query)``, one query at a time.
+
+    The libraries take turns on every query (in a rotating order), so a burst of load from
+    other processes on the machine falls on all of them alike.
+    """
+    for fn in fns.values():  # warm-up: caches, lazy imports
+        for q in queries[:20]:
+            fn(q)
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    clock = time.perf_counter
+    for rep in range(repeats):
+        for i, q in enumerate(queries):
+            for j in range(len(names)):
+                name = names[(i + j + rep) % len(names)]
+                fn = fns[name]
+                t = clock()
+                fn(q)
+                times[name].append(clock() - t)
+    return times
+
+
 def bench_bm25(args: argparse.Namespace) -> dict[str, Any]:
     import bm25s
+    import numpy as np
     import rank_bm25
+    import Stemmer
 
     from ragprune.datasets import load_beir
+    from ragprune.metrics import evaluate_run, run_from_hits
     from ragprune.retrieve.bm25 import BM25Retriever
     from ragprune.text import Analyzer
+    from ragprune.types import ScoredDocument
 
     ds = load_beir(args.data, "test")
     import json as _json
@@ -61,56 +92,109 @@ def bench_bm25(args: argparse.Namespace) -> dict[str, Any]:
     with open(Path(args.data) / "queries.jsonl", encoding="utf-8") as f:
         queries = [_json.loads(line)["text"] for line in f if line.strip()]
     texts = [d.full_text for d in ds.corpus]
+    defaults = BM25Retriever.from_documents(["x"])  # ragprune's defaults
+    method = args.method or defaults.method
+    k1 = defaults.k1 if args.k1 is None else args.k1
+    b = defaults.b if args.b is None else args.b
     analyzer = Analyzer()
     t = time.perf_counter()
     corpus_tokens = [analyzer(x) for x in texts]
     t_analyse = time.perf_counter() - t
     query_tokens = [analyzer(q) for q in queries]
     k, rows = 10, []
+    test_qids = list(ds.queries)
+
+    def ndcg(hits: list[list[Any]]) -> float:
+        return round(evaluate_run(ds.qrels, run_from_hits(test_qids, hits))["ndcg@10"], 4)
 
     # ragprune: index from raw text (analysis included), query from raw strings.
-    t_idx, ours = _median_time(lambda: BM25Retriever.from_documents(ds.corpus, method=args.method, k1=args.k1, b=args.b), args.repeats)
+    t_idx, ours = _median_time(lambda: BM25Retriever.from_documents(ds.corpus, method=method, k1=k1, b=b), args.repeats)
     t_q, ours_hits = _median_time(lambda: ours.retrieve_many(queries, k=k), args.repeats)
-    rows.append({"library": "ragprune", "version": _version("ragprune"), "index_s": t_idx,
-                 "index_note": "raw text in (analysis included)", "queries": len(queries),
+    rows.append({"library": "ragprune", "version": _version("ragprune"), "tokens": "ragprune Analyzer",
+                 "index_s": t_idx, "index_note": "raw text in (analysis included)", "queries": len(queries),
                  "qps": len(queries) / t_q, "query_note": "raw strings in"})
 
     # bm25s: same tokens, same variant and parameters, one thread.
     def build_bm25s():
-        r = bm25s.BM25(method=args.method, k1=args.k1, b=args.b)
+        r = bm25s.BM25(method=method, k1=k1, b=b)
         r.index(corpus_tokens, show_progress=False)
         return r
 
     t_idx_s, r_s = _median_time(build_bm25s, args.repeats)
     t_q_s, (docs_s, _) = _median_time(
         lambda: r_s.retrieve(query_tokens, k=k, show_progress=False, n_threads=1), args.repeats)
-    rows.append({"library": "bm25s", "version": bm25s.__version__, "index_s": t_idx_s + t_analyse,
-                 "index_note": "tokens in; our analysis time added", "queries": len(queries),
-                 "qps": len(queries) / t_q_s, "query_note": "pre-analysed tokens in",
+    rows.append({"library": "bm25s", "version": bm25s.__version__, "tokens": "ragprune Analyzer",
+                 "index_s": t_idx_s + t_analyse, "index_note": "tokens in; our analysis time added",
+                 "queries": len(queries), "qps": len(queries) / t_q_s, "query_note": "pre-analysed tokens in",
                  "backend": getattr(r_s, "backend", "numpy")})
 
+    # bm25s as its README uses it: its own tokenizer (English stopwords, PyStemmer English),
+    # its default parameters (lucene, k1=1.5, b=0.75); batched qps include query tokenization.
+    stemmer = Stemmer.Stemmer("english")
+
+    def build_bm25s_own():
+        r = bm25s.BM25()
+        r.index(bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
+        return r
+
+    t_idx_o, r_o = _median_time(build_bm25s_own, args.repeats)
+    t_q_o, _ = _median_time(lambda: r_o.retrieve(
+        bm25s.tokenize(queries, stopwords="en", stemmer=stemmer, show_progress=False, return_ids=False),
+        k=k, show_progress=False, n_threads=1), args.repeats)
+    rows.append({"library": "bm25s", "version": bm25s.__version__, "tokens": "bm25s tokenize (en stopwords, stemmer)",
+                 "index_s": t_idx_o, "index_note": "raw text in (tokenization included)", "queries": len(queries),
+                 "qps": len(queries) / t_q_o, "query_note": "raw strings in (tokenization included)",
+                 "params": {"method": r_o.method, "k1": r_o.k1, "b": r_o.b}})
+
+    # One query at a time, as a RAG app asks: raw string in, top-10 out, tokenization included.
+    per_query = _bm25_per_query({
+        "ragprune": lambda q: ours.retrieve(q, k=k),
+        "bm25s same tokens": lambda q: r_s.retrieve([analyzer(q)], k=k, show_progress=False, n_threads=1),
+        "bm25s own tokenizer": lambda q: r_o.retrieve(
+            bm25s.tokenize(q, stopwords="en", stemmer=stemmer, show_progress=False, return_ids=False),
+            k=k, show_progress=False, n_threads=1),
+    }, queries[: args.latency_queries], args.repeats)
+    for row, name in zip(rows, per_query):
+        row["p50_ms"] = statistics.median(per_query[name]) * 1e3
+        row["mean_ms"] = statistics.mean(per_query[name]) * 1e3
+
+    # nDCG@10 on the test split with each library's defaults (top-100 lists, as eval.beir).
+    test_texts = [ds.queries[q] for q in test_qids]
+    mine = BM25Retriever.from_documents(ds.corpus)
+    rows[0]["ndcg@10"] = ndcg(mine.retrieve_many(test_texts, k=100))
+    d_s, s_s = r_s.retrieve([analyzer(q) for q in test_texts], k=100, show_progress=False, n_threads=1)
+    d_o, s_o = r_o.retrieve(bm25s.tokenize(test_texts, stopwords="en", stemmer=stemmer, show_progress=False,
+                                           return_ids=False), k=100, show_progress=False, n_threads=1)
+    for row, (d, sc) in zip(rows[1:], ((d_s, s_s), (d_o, s_o))):
+        row["ndcg@10"] = ndcg([[ScoredDocument(ds.corpus[int(i)], float(x)) for i, x in zip(r, s)]
+                               for r, s in zip(d, sc)])
+    rows[1]["ndcg_note"] = f"bm25s with ({method}, k1={k1}, b={b}) on ragprune's tokens"
+
     # rank-bm25: reference implementation (Okapi), subset of queries.
-    t_idx_r, r_r = _median_time(lambda: rank_bm25.BM25Okapi(corpus_tokens, k1=args.k1, b=args.b), 1)
+    t_idx_r, r_r = _median_time(lambda: rank_bm25.BM25Okapi(corpus_tokens, k1=k1, b=b), 1)
     sub = query_tokens[: args.rank_bm25_queries]
 
     def rank_query():
-        import numpy as np
-
         return [np.argsort(-r_r.get_scores(q))[:k] for q in sub]
 
     t_q_r, _ = _median_time(rank_query, 1)
-    rows.append({"library": "rank-bm25", "version": _version("rank-bm25"), "index_s": t_idx_r + t_analyse,
-                 "index_note": "tokens in; our analysis time added (BM25Okapi)", "queries": len(sub),
-                 "qps": len(sub) / t_q_r, "query_note": "pre-analysed tokens in"})
+    rows.append({"library": "rank-bm25", "version": _version("rank-bm25"), "tokens": "ragprune Analyzer",
+                 "index_s": t_idx_r + t_analyse, "index_note": "tokens in; our analysis time added (BM25Okapi)",
+                 "queries": len(sub), "qps": len(sub) / t_q_r, "query_note": "pre-analysed tokens in"})
 
     # Agreement of top-10 lists between ragprune and bm25s (same variant): a parity check.
     ours_ids = [[h.document.id for h in hits] for hits in ours_hits]
     s_ids = [[ds.corpus[int(i)].id for i in row] for row in docs_s]
     overlap = statistics.mean(len(set(a) & set(b)) / k for a, b in zip(ours_ids, s_ids))
-    return {"benchmark": "bm25", "dataset": ds.name, "docs": len(texts), "k": k, "method": args.method,
-            "k1": args.k1, "b": args.b, "threads": 1, "repeats": args.repeats, "rows": rows,
+    return {"benchmark": "bm25", "dataset": ds.name, "docs": len(texts), "k": k, "method": method,
+            "k1": k1, "b": b, "threads": 1, "repeats": args.repeats, "rows": rows,
+            "latency_queries": len(queries[: args.latency_queries]),
             "ratios": {"qps_vs_bm25s": rows[0]["qps"] / rows[1]["qps"],
-                       "qps_vs_rank_bm25": rows[0]["qps"] / rows[2]["qps"]},
+                       "qps_vs_rank_bm25": rows[0]["qps"] / rows[3]["qps"],
+                       "p50_latency_vs_bm25s_own_tokenizer": rows[0]["p50_ms"] / rows[2]["p50_ms"],
+                       "p50_latency_vs_bm25s_same_tokens": rows[0]["p50_ms"] / rows[1]["p50_ms"],
+                       "mean_latency_vs_bm25s_own_tokenizer": rows[0]["mean_ms"] / rows[2]["mean_ms"],
+                       "ndcg10_points_vs_bm25s_defaults": 100 * (rows[0]["ndcg@10"] - rows[2]["ndcg@10"])},
             "top10_overlap_with_bm25s": overlap}
 
 
@@ -242,10 +326,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m eval.speed", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="bench", required=True)
     pb = sub.add_parser("bm25", help="ragprune vs bm25s vs rank-bm25")
-    pb.add_argument("--method", default="lucene")
-    pb.add_argument("--k1", type=float, default=0.9)
-    pb.add_argument("--b", type=float, default=0.4)
+    pb.add_argument("--method", default=None, help="BM25 variant of the ragprune and same-token bm25s rows "
+                                                   "(default: BM25Retriever's)")
+    pb.add_argument("--k1", type=float, default=None, help="default: BM25Retriever's")
+    pb.add_argument("--b", type=float, default=None, help="default: BM25Retriever's")
     pb.add_argument("--rank-bm25-queries", type=int, default=100)
+    pb.add_argument("--latency-queries", type=int, default=None,
+                    help="queries timed one at a time (default: every query of the set)")
     pd = sub.add_parser("dense", help="DenseRetriever vs raw sentence-transformers encoding")
     pd.add_argument("--model", default="minilm")
     pd.add_argument("--docs", type=int, default=500)
