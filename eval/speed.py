@@ -222,12 +222,51 @@ def bench_dense(args: argparse.Namespace) -> dict[str, Any]:
             "ratios": {"ours_over_raw_seconds": t_ours / t_raw}}
 
 
-def bench_rerank(args: argparse.Namespace) -> dict[str, Any]:
-    """Latency of reranking the BM25 top-100 of one query, fp32 vs int8, ``--threads`` threads."""
-    import torch
+def _rerank_variants(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, model, CrossEncoderReranker options) of every variant timed, in table order."""
+    out = []
+    for model in [args.model, *args.student]:
+        for backend, quant in (("torch", None), ("torch", "int8"), ("onnx", None), ("onnx", "int8")):
+            if model != args.model and (backend, quant) == ("torch", "int8"):
+                continue  # the student's table keeps the reference and the ONNX rows
+            label = f"{Path(model).name} ragprune {backend} {quant or 'fp32'}"
+            out.append((label, model, {"backend": backend, "quantize": quant}))
+    return out
 
+
+def _interleaved(timers: dict[str, Callable[[str, list[Any]], Any]], queries: list[str],
+                 candidates: list[list[Any]]) -> dict[str, float]:
+    """Median seconds per query of each callable, the callables taking turns on every query (in
+    a rotating order), so other load on the machine falls on all of them alike."""
+    names = list(timers)
+    for name in names:
+        timers[name](queries[0], candidates[0][:8])  # warm-up (and a one-time ONNX export)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for i, (q, c) in enumerate(zip(queries, candidates)):
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            t = time.perf_counter()
+            timers[name](q, c)
+            times[name].append(time.perf_counter() - t)
+    return {n: statistics.median(times[n]) for n in names}
+
+
+def bench_rerank(args: argparse.Namespace) -> dict[str, Any]:
+    """Rerank the BM25 top-100 of one query: sentence-transformers' CrossEncoder vs ragprune's backends.
+
+    Every variant reranks the same candidates in the same process (median seconds per query
+    over ``--queries`` queries, ``--threads`` threads). ``--quality-queries`` > 0 adds SciFact
+    test nDCG@10 of each ragprune variant: BM25 top-``--quality-depth`` reranked, alone and
+    fused with BM25 at the checkpoint's recommended weight.
+    """
+    import numpy as np
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from eval.beir import _fuse
     from ragprune.datasets import load_beir
-    from ragprune.rerank.cross_encoder import CrossEncoderReranker
+    from ragprune.metrics import evaluate_run, run_from_hits
+    from ragprune.rerank.base import check_fusion_weight
+    from ragprune.rerank.cross_encoder import CrossEncoderReranker, _recommended
     from ragprune.retrieve.bm25 import BM25Retriever
     from ragprune.text import count_tokens
 
@@ -237,21 +276,40 @@ def bench_rerank(args: argparse.Namespace) -> dict[str, Any]:
     queries = list(ds.queries.values())[: args.limit]
     cands = bm25.retrieve_many(queries, k=100)
     mean_tokens = statistics.mean(count_tokens(h.document.full_text) for c in cands for h in c)
-    rows = []
-    for quant in (None, "int8"):
-        ce = CrossEncoderReranker(args.model, max_length=args.max_length, quantize=quant)
-        ce.rerank(queries[0], cands[0][:8])  # warm-up
-        per_query = []
-        for q, c in zip(queries, cands):
-            t = time.perf_counter()
-            ce.rerank(q, c)
-            per_query.append(time.perf_counter() - t)
-        rows.append({"model": f"{ce.path.name} ({quant or 'fp32'})", "max_length": args.max_length,
-                     "passages": 100, "seconds_per_query": statistics.median(per_query),
-                     "pairs_per_s": 100 / statistics.median(per_query)})
+
+    ref = CrossEncoderReranker(args.model, max_length=args.max_length)
+    st = CrossEncoder(str(ref.path), max_length=args.max_length, device="cpu", model_kwargs={"dtype": torch.float32})
+    st_scores = st.predict([(queries[0], h.document.full_text) for h in cands[0]], batch_size=32)
+    st_diff = float(np.max(np.abs(np.asarray(st_scores)
+                                  - np.asarray(ref.score([queries[0]] * len(cands[0]), [h.document for h in cands[0]])))))
+    timers: dict[str, Callable[[str, list[Any]], Any]] = {
+        "sentence-transformers CrossEncoder fp32 (same checkpoint)":
+            lambda q, c: st.predict([(q, h.document.full_text) for h in c], batch_size=32)}
+    rerankers = {}
+    for label, model, opts in _rerank_variants(args):
+        rerankers[label] = CrossEncoderReranker(model, max_length=args.max_length, **opts)
+        timers[label] = rerankers[label].rerank
+    seconds = _interleaved(timers, queries, cands)
+    rows = [{"variant": v, "max_length": args.max_length, "seconds_per_query": t, "pairs_per_s": 100 / t,
+             "speedup_vs_st": seconds[next(iter(seconds))] / t} for v, t in seconds.items()]
+    if args.quality_queries:
+        qids = list(ds.queries)[: args.quality_queries]
+        qrels = {q: ds.qrels[q] for q in qids}
+        first = bm25.retrieve_many([ds.queries[q] for q in qids], k=args.quality_depth)
+        for r in rows[1:]:
+            ce = rerankers[r["variant"]]
+            raw = ce.rerank_many([ds.queries[q] for q in qids], first)
+            w = check_fusion_weight("recommended", "eval.speed", _recommended(ce.path))
+            r["ndcg@10_alone"] = evaluate_run(qrels, run_from_hits(qids, raw))["ndcg@10"]
+            r["ndcg@10_fused"] = evaluate_run(qrels, run_from_hits(qids, _fuse(first, raw, w)))["ndcg@10"]
+            r["fusion_weight"] = w
+            print(f"  {r['variant']}: nDCG@10 alone {r['ndcg@10_alone']:.4f}, fused {r['ndcg@10_fused']:.4f}",
+                  file=sys.stderr)
     return {"benchmark": "rerank", "dataset": ds.name, "docs": len(ds.corpus), "queries": len(queries),
-            "threads": args.threads, "mean_passage_tokens": mean_tokens, "rows": rows,
-            "ratios": {"int8_speedup": rows[0]["seconds_per_query"] / rows[1]["seconds_per_query"]}}
+            "threads": args.threads, "mean_passage_tokens": mean_tokens, "passages": 100,
+            "quality": {"queries": args.quality_queries, "depth": args.quality_depth, "split": "test"},
+            "st_max_abs_score_diff_vs_torch": st_diff, "rows": rows,
+            "ratios": {f"speedup_vs_st[{r['variant']}]": r["speedup_vs_st"] for r in rows[1:]}}
 
 
 def bench_prune(args: argparse.Namespace) -> dict[str, Any]:
@@ -310,7 +368,7 @@ def _version(dist: str) -> str:
 
 def print_table(result: dict[str, Any]) -> None:
     rows = result["rows"]
-    keys = [k for k in rows[0] if k not in ("index_note", "query_note")]
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in ("index_note", "query_note")]
     print(f"## {result['benchmark']} on {result['dataset']} ({result['docs']} docs)")
     print("| " + " | ".join(keys) + " |")
     print("|" + "---|" * len(keys))
@@ -337,9 +395,12 @@ def main(argv: list[str] | None = None) -> int:
     pd.add_argument("--model", default="minilm")
     pd.add_argument("--docs", type=int, default=500)
     pd.add_argument("--threads", type=int, default=2)
-    pr = sub.add_parser("rerank", help="cross-encoder latency for 100 passages, fp32 vs int8")
+    pr = sub.add_parser("rerank", help="rerank 100 passages: sentence-transformers vs torch/ONNX, fp32/int8")
     pr.add_argument("--model", default="ragprune-reranker")
+    pr.add_argument("--student", nargs="*", default=[], help="more checkpoints timed the same way (e.g. the 2-layer)")
     pr.add_argument("--max-length", type=int, default=256)
+    pr.add_argument("--quality-queries", type=int, default=0, help="SciFact test queries for nDCG@10 (0: skip)")
+    pr.add_argument("--quality-depth", type=int, default=30, help="BM25 candidates reranked for nDCG@10")
     add_limit_arg(pr, "--queries", default=5, help="queries timed")
     pr.add_argument("--threads", type=int, default=2)
     pp = sub.add_parser("prune", help="Provence prune + rerank latency for 100 passages, fp32 vs int8")

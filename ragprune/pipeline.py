@@ -50,6 +50,8 @@ class Pipeline:
     Args:
         retriever: Any :class:`~ragprune.retrieve.base.Retriever`.
         reranker: Optional :class:`~ragprune.rerank.base.Reranker` applied to the candidates.
+            Pass the pruner itself (a :class:`~ragprune.ProvencePruner`) for the one-pass
+            preset (:attr:`one_pass`): one model ranks all candidates and prunes the best.
         pruner: Optional :class:`~ragprune.prune.base.Pruner` applied to the top documents. Its
             options hold in the context: documents come in the order the pruner returns them
             (the reranker's, or the pruner's own with ``reorder=True``, which may also drop
@@ -97,6 +99,17 @@ class Pipeline:
             raise TypeError(f"{owner}: backfill must be True, False or 'kept-documents', got {backfill!r}.")
         self.backfill = backfill
 
+    @property
+    def one_pass(self) -> bool:
+        """True when the reranker *is* the pruner (``Pipeline(r, pruner, pruner)``).
+
+        A Provence-style pruner scores the passage and its sentences in the same forward pass,
+        so the pipeline then calls it once on all ``candidates``: documents are ordered by its
+        ranking score, the best ``top_k`` are kept with their sentence scores, and no second
+        model runs (``stats["seconds_rerank"]`` holds the single pass, ``seconds_prune`` is 0).
+        """
+        return self.pruner is not None and self.reranker is self.pruner
+
     def run(self, query: str) -> Context:
         """Build the context for one question (see :class:`Context`)."""
         return self.run_many([query])[0]
@@ -111,14 +124,22 @@ class Pipeline:
         hits = self.retriever.retrieve_many(qs, k=max(self.candidates, self.top_k))
         self._time(stats, "retrieve", t)
         t = time.perf_counter()
-        if self.reranker is not None:
-            top = self.reranker.rerank_many(qs, hits, k=self.top_k)
+        if self.one_pass:  # one model pass per candidate: its ranking score and its sentence scores
+            pruned = [sorted(p, key=lambda d: -d.score)[: self.top_k] for p in self.pruner.prune_many(qs, hits)]
+            top = [[ScoredDocument(d.document, d.score) for d in p] for p in pruned]
+            self._time(stats, "rerank", t)
+            for st in stats:
+                st["seconds_prune"] = 0.0  # nothing left to do
         else:
-            top = [h[: self.top_k] for h in hits]
-        self._time(stats, "rerank", t)
-        t = time.perf_counter()
-        pruned = self.pruner.prune_many(qs, top) if self.pruner is not None else [[self._keep_all(h) for h in hs] for hs in top]
-        self._time(stats, "prune", t)
+            if self.reranker is not None:
+                top = self.reranker.rerank_many(qs, hits, k=self.top_k)
+            else:
+                top = [h[: self.top_k] for h in hits]
+            self._time(stats, "rerank", t)
+            t = time.perf_counter()
+            pruned = (self.pruner.prune_many(qs, top) if self.pruner is not None
+                      else [[self._keep_all(h) for h in hs] for hs in top])
+            self._time(stats, "prune", t)
         t = time.perf_counter()
         out = [self._budget(q, ranked, p, s) for q, ranked, p, s in zip(qs, top, pruned, stats)]
         self._time(stats, "budget", t)

@@ -350,3 +350,26 @@ def test_pruned_documents_carry_spans(pruner):
     assert out.spans == tuple(sentence_spans(TEXT))
     assert [TEXT[a:b] for a, b in out.spans] == list(out.sentences)
     assert out.sentence_span(1) == out.spans[1]
+
+
+def test_one_pass_pipeline_ranks_and_prunes_all_candidates_in_one_call(pruner, toy_docs, monkeypatch):
+    from ragprune import BM25Retriever, Pipeline
+
+    bm25 = BM25Retriever.from_documents(toy_docs)
+    pipe = Pipeline(bm25, pruner, pruner, candidates=5, top_k=2, max_tokens=10_000)
+    assert pipe.one_pass and not Pipeline(bm25, None, pruner).one_pass
+    calls = []
+    real = type(pruner).prune_many
+
+    def spy(self, queries, docs):
+        calls.append([len(d) for d in docs])
+        return real(self, queries, docs)
+
+    monkeypatch.setattr(type(pruner), "prune_many", spy)
+    monkeypatch.setattr(type(pruner), "rerank_many", lambda *a, **k: pytest.fail("the reranker ran separately"))
+    ctx = pipe.run("capital of France")
+    assert calls == [[5]]  # one pass over every candidate, no separate rerank
+    expected = sorted(real(pruner, ["capital of France"], [bm25.retrieve("capital of France", 5)])[0],
+                      key=lambda d: -d.score)[:2]
+    assert {d.document.id for d in ctx.documents} == {d.document.id for d in expected}  # the best 2 by rank score
+    assert ctx.stats["seconds_prune"] == 0.0 and ctx.stats["seconds_rerank"] > 0
