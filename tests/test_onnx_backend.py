@@ -96,3 +96,15 @@ def test_provence_onnx_matches_torch(tiny_provence):
         np.testing.assert_allclose(y.sentence_scores, x.sentence_scores, atol=1e-5)
         assert y.text == x.text
     assert onnx.score(["q"] * 3, DOCS) == pytest.approx(ref.score(["q"] * 3, DOCS), abs=1e-4)
+
+
+def test_serve_loads_named_models_on_the_onnx_backend(tiny, tiny_provence):
+    pytest.importorskip("fastapi")
+    from ragprune.cli import build_parser
+    from ragprune.serve.app import load_pruner, load_reranker
+
+    args = build_parser().parse_args(["serve", "--backend", "onnx", "--quantize", "int8"])
+    assert (args.backend, args.quantize) == ("onnx", "int8")
+    ce = load_reranker(str(tiny), backend="onnx", quantize="int8")
+    assert (ce.backend, ce.quantize) == ("onnx", "int8")
+    assert load_pruner(str(tiny_provence), backend="onnx").backend == "onnx"

@@ -754,13 +754,15 @@ def _factory(spec: str) -> Callable[[], Any] | None:
     return fn
 
 
-def load_reranker(spec: str) -> Reranker:
+def load_reranker(spec: str, *, backend: str = "torch", quantize: str | None = None) -> Reranker:
     """The reranker ``ragprune serve --reranker SPEC`` names.
 
     Args:
         spec: A model for :class:`~ragprune.CrossEncoderReranker` (shipped name, folder or
             Hugging Face id), or ``module:factory``, a callable returning any
             :class:`~ragprune.rerank.base.Reranker` (e.g. a quantized or custom one).
+        backend, quantize: Options of the named model (``--backend``, ``--quantize``); a
+            factory configures its own component.
 
     Returns:
         The loaded reranker (model scores alone: ``first_stage_weight=0``).
@@ -772,20 +774,21 @@ def load_reranker(spec: str) -> Reranker:
     if fn is None:
         from ..rerank.cross_encoder import CrossEncoderReranker
 
-        return CrossEncoderReranker(spec)
+        return CrossEncoderReranker(spec, backend=backend, quantize=quantize)
     out = fn()
     if not isinstance(out, Reranker):
         raise TypeError(f"--reranker {spec}: the factory returned a {type(out).__name__}, not a Reranker.")
     return out
 
 
-def load_pruner(spec: str) -> Pruner:
+def load_pruner(spec: str, *, backend: str = "torch", quantize: str | None = None) -> Pruner:
     """The pruner ``ragprune serve --pruner SPEC`` names.
 
     Args:
         spec: A model for :class:`~ragprune.ProvencePruner` (shipped name, folder or Hugging
             Face id), or ``module:factory``, a callable returning any
             :class:`~ragprune.prune.base.Pruner`.
+        backend, quantize: Options of the named model, as for :func:`load_reranker`.
 
     Returns:
         The loaded pruner.
@@ -797,7 +800,7 @@ def load_pruner(spec: str) -> Pruner:
     if fn is None:
         from ..prune.provence import ProvencePruner
 
-        return ProvencePruner(spec)
+        return ProvencePruner(spec, backend=backend, quantize=quantize)
     out = fn()
     if not isinstance(out, Pruner):
         raise TypeError(f"--pruner {spec}: the factory returned a {type(out).__name__}, not a Pruner.")
