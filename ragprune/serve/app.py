@@ -770,15 +770,10 @@ def load_reranker(spec: str, *, backend: str = "torch", quantize: str | None = N
     Raises:
         ValueError/TypeError: the model cannot be loaded, or the factory returns no reranker.
     """
-    fn = _factory(spec)
-    if fn is None:
-        from ..rerank.cross_encoder import CrossEncoderReranker
+    from ..rerank.cross_encoder import CrossEncoderReranker
 
-        return CrossEncoderReranker(spec, backend=backend, quantize=quantize)
-    out = fn()
-    if not isinstance(out, Reranker):
-        raise TypeError(f"--reranker {spec}: the factory returned a {type(out).__name__}, not a Reranker.")
-    return out
+    return _component(spec, "--reranker", Reranker, lambda: CrossEncoderReranker(spec, backend=backend,
+                                                                                   quantize=quantize))
 
 
 def load_pruner(spec: str, *, backend: str = "torch", quantize: str | None = None) -> Pruner:
@@ -796,12 +791,17 @@ def load_pruner(spec: str, *, backend: str = "torch", quantize: str | None = Non
     Raises:
         ValueError/TypeError: the model cannot be loaded, or the factory returns no pruner.
     """
+    from ..prune.provence import ProvencePruner
+
+    return _component(spec, "--pruner", Pruner, lambda: ProvencePruner(spec, backend=backend, quantize=quantize))
+
+
+def _component(spec: str, flag: str, interface: type, named: Callable[[], Any]) -> Any:
+    """``module:factory`` called, else the named model loaded; checked against ``interface``."""
     fn = _factory(spec)
     if fn is None:
-        from ..prune.provence import ProvencePruner
-
-        return ProvencePruner(spec, backend=backend, quantize=quantize)
+        return named()
     out = fn()
-    if not isinstance(out, Pruner):
-        raise TypeError(f"--pruner {spec}: the factory returned a {type(out).__name__}, not a Pruner.")
+    if not isinstance(out, interface):
+        raise TypeError(f"{flag} {spec}: the factory returned a {type(out).__name__}, not a {interface.__name__}.")
     return out
