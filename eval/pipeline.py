@@ -35,7 +35,14 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from eval.common import add_limit_arg, add_output_args, add_shared_arg, rounded, run_cli
+from eval.common import (
+    PUBLISHED_BM25,
+    add_limit_arg,
+    add_output_args,
+    add_shared_arg,
+    rounded,
+    run_cli,
+)
 from ragprune.datasets import load_beir
 from ragprune.metrics import evaluate_run, run_from_hits
 from ragprune.prune.provence import PASSAGE_WEIGHTINGS
@@ -191,7 +198,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     evidence = load_rationales(args.shared, qids, meta)
     texts = [ds.queries[q] for q in qids]
 
-    bm25 = BM25Retriever.from_documents(ds.corpus, show_progress=False)
+    bm25 = BM25Retriever.from_documents(ds.corpus, show_progress=False, **PUBLISHED_BM25)
     recorder = Recorder(CrossEncoderReranker(quantize=args.quantize, first_stage_weight="recommended"))
     pruner = Recorder(ProvencePruner(threshold=args.threshold, quantize=args.quantize,
                                     passage_weighting=args.passage_weighting))

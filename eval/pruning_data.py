@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from eval.common import PUBLISHED_BM25
 from ragprune.text import sentence_spans
 from ragprune.types import Document
 
@@ -82,7 +83,7 @@ def _scifact(shared: Path, split: str, passages: int, seed: int) -> list[Pruning
     elif split == "dev":
         claims = claims[-100:]
     docs = {i: Document(id=i, title=t, text=join_sentences(a)[0]) for i, (t, a) in corpus.items()}
-    bm25 = BM25Retriever.from_documents(list(docs.values()))
+    bm25 = BM25Retriever.from_documents(list(docs.values()), **PUBLISHED_BM25)
     out = []
     for c in claims:
         if not c["evidence"]:
@@ -116,7 +117,7 @@ def _squad(shared: Path, split: str, passages: int, seed: int) -> list[PruningQu
         title = art["title"].replace("_", " ")
         paras = [Document(id=f"{a}-{i}", title=title, text=p["context"]) for i, p in enumerate(art["paragraphs"])]
         spans = [tuple(sentence_spans(p.text)) for p in paras]
-        bm25 = BM25Retriever.from_documents(paras)
+        bm25 = BM25Retriever.from_documents(paras, **PUBLISHED_BM25)
         for i, p in enumerate(art["paragraphs"]):
             for qa in p["qas"]:
                 answers = tuple(dict.fromkeys(x["text"] for x in qa["answers"]))

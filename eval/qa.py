@@ -123,6 +123,7 @@ from typing import Any
 import numpy as np
 
 from eval.common import (
+    PUBLISHED_BM25,
     add_limit_arg,
     add_llm_args,
     add_output_args,
@@ -616,7 +617,7 @@ def passage_strategies(qa: QASet, families: Sequence[str], res: Resources, args:
     for q in qs:
         t = time.perf_counter()
         docs = [p.document for p in q.passages]
-        retriever = BM25Retriever.from_documents(docs)
+        retriever = BM25Retriever.from_documents(docs, **PUBLISHED_BM25)
         build = time.perf_counter() - t
         if pruner is not None:
             for m, b in pipe_ctx:

@@ -229,6 +229,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .retrieve.bm25 import DEFAULT_B, DEFAULT_K1, DEFAULT_METHOD
+
     p = argparse.ArgumentParser(prog="ragprune", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     common = argparse.ArgumentParser(add_help=False)
@@ -238,9 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     pi = sub.add_parser("index", parents=[common], help="build a BM25 index from a BEIR folder or a .jsonl corpus")
     pi.add_argument("corpus", type=Path)
     pi.add_argument("index", type=Path)
-    pi.add_argument("--method", default="lucene")
-    pi.add_argument("--k1", type=float, default=0.9)
-    pi.add_argument("--b", type=float, default=0.4)
+    pi.add_argument("--method", default=DEFAULT_METHOD, help="BM25 variant (the library default, chosen on dev data)")
+    pi.add_argument("--k1", type=float, default=DEFAULT_K1)
+    pi.add_argument("--b", type=float, default=DEFAULT_B)
     ps = sub.add_parser("search", parents=[common], help="query a saved index")
     ps.add_argument("index", type=Path)
     ps.add_argument("query")

@@ -23,12 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from eval.beir import _fuse
-    from models.recipes.reranker import scifact
+    from models.recipes.reranker import RECIPE_BM25, scifact
     from ragprune import BM25Retriever, CrossEncoderReranker
     from ragprune.metrics import evaluate_run, run_from_hits
 
     sf = scifact(args.shared)
-    bm25 = BM25Retriever.from_documents(sf["corpus"])
+    bm25 = BM25Retriever.from_documents(sf["corpus"], **RECIPE_BM25)
     dev = sf["dev"]
     queries = [sf["queries"][q] for q in dev]
     qrels = {q: sf["qrels"][q] for q in dev}
