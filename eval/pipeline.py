@@ -170,6 +170,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top-k", type=int, default=10, help="documents handed to the pruner")
     p.add_argument("--threshold", type=float, default=0.1, help="Provence keep threshold")
     p.add_argument("--quantize", choices=["int8"], default=None, help="int8 reranker and pruner")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference backend of both models")
+    p.add_argument("--one-pass", action="store_true",
+                   help="also run the one-pass preset Pipeline(bm25, pruner, pruner) on the same queries: the "
+                        "pruner ranks all candidates and prunes the best top-k (seconds and quality side by side)")
     p.add_argument("--passage-weighting", choices=PASSAGE_WEIGHTINGS, default="max",
                    help="ProvencePruner passage_weighting")
     add_limit_arg(p, "--max-queries", help="first N of the 300 test claims")
@@ -184,7 +188,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from ragprune import BM25Retriever, CrossEncoderReranker, Pipeline, ProvencePruner
+    from ragprune import (
+        BM25Retriever,
+        CrossEncoderReranker,
+        Pipeline,
+        ProvencePruner,
+        ScoredDocument,
+    )
 
     ds_path = args.shared / "beir_scifact"
     ds = load_beir(ds_path, "test")
@@ -199,9 +209,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     texts = [ds.queries[q] for q in qids]
 
     bm25 = BM25Retriever.from_documents(ds.corpus, show_progress=False, **PUBLISHED_BM25)
-    recorder = Recorder(CrossEncoderReranker(quantize=args.quantize, first_stage_weight="recommended"))
-    pruner = Recorder(ProvencePruner(threshold=args.threshold, quantize=args.quantize,
-                                    passage_weighting=args.passage_weighting))
+    recorder = Recorder(CrossEncoderReranker(quantize=args.quantize, first_stage_weight="recommended",
+                                             backend=args.backend))
+    provence = ProvencePruner(threshold=args.threshold, quantize=args.quantize, passage_weighting=args.passage_weighting,
+                              backend=args.backend)
+    pruner = Recorder(provence)
     pipe = Pipeline(bm25, recorder, pruner, max_tokens=args.budget[0], candidates=args.candidates, top_k=args.top_k)
     t0 = time.perf_counter()
     contexts = [pipe.run(q) for q in tqdm(texts, desc="pipeline", unit="query")]
@@ -220,15 +232,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for r in rows[-len(configs):]:
             r["budget"] = budget
     rows[0]["budget"] = args.budget[0]
+    rows[0]["seconds_per_query"] = round(seconds / max(1, len(qids)), 3)
     qrels = {q: ds.qrels[q] for q in qids}
     first = bm25.retrieve_many(texts, k=args.candidates)
+    ranking = {"bm25": rounded(evaluate_run(qrels, run_from_hits(qids, first))),
+               "reranked": rounded(evaluate_run(qrels, run_from_hits(qids, reranked)))}
+    if args.one_pass:  # the same queries through one model: it ranks every candidate and prunes the best
+        one = Recorder(provence)
+        one_pipe = Pipeline(bm25, one, one, max_tokens=args.budget[0], candidates=args.candidates, top_k=args.top_k)
+        t0 = time.perf_counter()
+        one_ctx = [one_pipe.run(q) for q in tqdm(texts, desc="one pass", unit="query")]
+        one_seconds = time.perf_counter() - t0
+        ranked = [sorted(one.lists[q], key=lambda d: -d.score) for q in texts]
+        ranking["one_pass"] = rounded(evaluate_run(qrels, run_from_hits(
+            qids, [[ScoredDocument(d.document, d.score) for d in r] for r in ranked])))
+        one_handed = {qid: {d.id for d in r[: args.top_k]} for qid, r in zip(qids, ranked)}
+        row = summarize("one pass: ProvencePruner ranks and prunes (Pipeline(bm25, p, p))", one_ctx, evidence, qids,
+                        one_handed)
+        rows.append({**row, "budget": args.budget[0], "seconds_per_query": round(one_seconds / max(1, len(qids)), 3)})
     return {
         "dataset": "beir_scifact", "split": "test", "num_queries": len(qids),
         "pipeline": repr(pipe),
         "budgets": args.budget, "candidates": args.candidates, "top_k": args.top_k, "threshold": args.threshold,
         "quantize": args.quantize,
-        "ranking": {"bm25": rounded(evaluate_run(qrels, run_from_hits(qids, first))),
-                    "reranked": rounded(evaluate_run(qrels, run_from_hits(qids, reranked)))},
+        "backend": args.backend, "ranking": ranking,
         "contexts": sorted(rows, key=lambda r: -r["budget"]),
         "seconds_per_query": round(seconds / max(1, len(qids)), 3),
     }
@@ -241,13 +268,14 @@ def _fmt(v: Any) -> str:
 def print_table(result: dict[str, Any]) -> None:
     r = result["ranking"]
     print(f"SciFact test, {result['num_queries']} claims: nDCG@10 BM25 {r['bm25']['ndcg@10']:.4f} -> reranked "
-          f"{r['reranked']['ndcg@10']:.4f}; {result['seconds_per_query']} s per query end to end")
+          f"{r['reranked']['ndcg@10']:.4f}" + (f", one pass {r['one_pass']['ndcg@10']:.4f}" if "one_pass" in r else "")
+          + f"; {result['seconds_per_query']} s per query end to end")
     cols = ["budget", "evidence_recall", "evidence_recall_retrieved", "evidence_kept", "tokens_final", "compression",
-            "seconds_rerank", "seconds_prune"]
+            "seconds_rerank", "seconds_prune", "seconds_per_query"]
     print("| context | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     for c in result["contexts"]:
-        print(f"| {c['config']} | " + " | ".join(_fmt(c[k]) for k in cols) + " |")
+        print(f"| {c['config']} | " + " | ".join(_fmt(c.get(k)) for k in cols) + " |")
     c = result["contexts"][0]
     print(f"claims with evidence: {c['claims_with_evidence']}, whose gold document reached the pruner: "
           f"{c['claims_evidence_retrieved']}")
