@@ -250,8 +250,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     groups = read_groups(args.work / ("groups_teacher.jsonl" if "margin_mse" in args.loss else "groups.jsonl"))
     cfg = TrainConfig(loss=args.loss, lr=args.lr, batch_size=args.batch_size, negatives=args.negatives,
                       max_length=args.max_length, epochs=args.epochs, max_steps=args.max_steps,
-                      save_every=args.save_every, seed=args.seed, threads=args.threads)
-    final = train_cross_encoder(groups, args.init, args.work / "train", cfg)
+                      save_every=args.save_every, seed=args.seed, threads=args.threads,
+                      head_lr_mult=args.head_lr_mult)
+    final = train_cross_encoder(groups, args.init, args.work / args.train_dir, cfg)
     print(f"final checkpoint: {final}")
 
 
@@ -284,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-length", type=int, default=160)
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--head-lr-mult", type=float, default=20.0,
+                   help="learning-rate factor of the score head (20 for a fresh head; 1 to continue a trained one)")
+    p.add_argument("--train-dir", default="train", help="folder under --work for checkpoints and the log")
     p.add_argument("--save-every", type=int, default=50)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--dest", type=Path, default=Path("models/ragprune_models/ragprune-reranker-minilm-l6"))

@@ -5,7 +5,8 @@ Steps (files under ``--work``, default ``runs/student``):
     python -m models.recipes.reranker data --work runs/student   # the reranker's training groups and splits
     python -m models.recipes.student init      # 2 of the teacher's 6 layers -> runs/student/init (fp32)
     python -m models.recipes.student label     # teacher scores -> groups_teacher.jsonl
-    python -m models.recipes.reranker train --work runs/student --init runs/student/init --max-length 160
+    python -m models.recipes.reranker train --work runs/student --init runs/student/init --max-length 160 \
+        --lr 1e-4 --head-lr-mult 1     # the head is the teacher's, already trained
     python -m models.recipes.student export    # fp16 -> models/ragprune_models/ragprune-reranker-minilm-l2
     python -m models.recipes.tune_fusion --model models/ragprune_models/ragprune-reranker-minilm-l2
 
@@ -80,9 +81,9 @@ def cmd_export(args: argparse.Namespace) -> None:
     from ragprune._train import latest_checkpoint
     from ragprune.rerank.distill import export_fp16
 
-    ck, step = latest_checkpoint(args.work / "train")
+    ck, step = latest_checkpoint(args.work / args.train_dir)
     if ck is None:
-        raise SystemExit(f"export: no checkpoint under {args.work / 'train'}; run the train step first.")
+        raise SystemExit(f"export: no checkpoint under {args.work / args.train_dir}; run the train step first.")
     print(f"exported {ck} (step {step}) to {export_fp16(ck, args.dest)}")
 
 
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hybrid-weight", type=float, default=0.5)
     p.add_argument("--max-length", type=int, default=160)
     p.add_argument("--backend", choices=["torch", "onnx"], default="onnx", help="teacher inference (same scores)")
+    p.add_argument("--train-dir", default="train", help="folder under --work the train step wrote")
     p.add_argument("--dest", type=Path, default=Path("models/ragprune_models/ragprune-reranker-minilm-l2"))
     args = p.parse_args(argv)
     {"init": cmd_init, "label": cmd_label, "export": cmd_export}[args.step](args)
