@@ -39,7 +39,9 @@ def reranker() -> Any:
     ``$RAGPRUNE_EVAL_MAX_LENGTH`` tokens (the length infinity uses, for a like-for-like run)."""
     from ragprune.rerank.cross_encoder import CrossEncoderReranker
 
-    return CrossEncoderReranker(max_length=int(os.environ.get("RAGPRUNE_EVAL_MAX_LENGTH", "256")))
+    return CrossEncoderReranker(max_length=int(os.environ.get("RAGPRUNE_EVAL_MAX_LENGTH", "256")),
+                                backend=os.environ.get("RAGPRUNE_EVAL_BACKEND", "torch"),  # type: ignore[arg-type]
+                                quantize=os.environ.get("RAGPRUNE_EVAL_QUANTIZE") or None)
 
 
 def _free_port() -> int:
@@ -97,10 +99,10 @@ def _load(url: str, payloads: list[dict[str, Any]], clients: int) -> dict[str, f
 
 
 def _serve(name: str, cmd: list[str], health: str, rerank: str, payloads: list[dict[str, Any]],
-           args: argparse.Namespace) -> dict[str, Any]:
+           args: argparse.Namespace, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     env = {**os.environ, "RAGPRUNE_EVAL_MAX_LENGTH": str(args.max_length), "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0",
-           "DO_NOT_TRACK": "1"}
+           "DO_NOT_TRACK": "1", **(extra_env or {})}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait(health, proc)
@@ -126,13 +128,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model = resolve_model("ragprune-reranker")
     payloads = _payloads(args)
     runs = []
-    for name, batch in (("ragprune, batching on", args.max_batch_size), ("ragprune, batching off", 1)):
+    servers = [("ragprune, batching on", args.max_batch_size, {}), ("ragprune, batching off", 1, {})]
+    if args.onnx_int8:
+        servers.append(("ragprune ONNX int8, batching on", args.max_batch_size,
+                        {"RAGPRUNE_EVAL_BACKEND": "onnx", "RAGPRUNE_EVAL_QUANTIZE": "int8"}))
+    for name, batch, extra_env in servers:
         port = _free_port()
         cmd = [sys.executable, "-m", "ragprune", "serve", "--port", str(port), "--reranker", "eval.serve:reranker",
                "--max-batch-size", str(batch), "--max-wait-ms", str(args.max_wait_ms), "--log-level", "warning",
                "--max-documents", str(max(1000, args.docs))]
         runs.append(_serve(name, cmd, f"http://127.0.0.1:{port}/health", f"http://127.0.0.1:{port}/v2/rerank",
-                           payloads, args))
+                           payloads, args, extra_env))
     infinity = args.infinity or shutil.which("infinity_emb")
     if infinity:
         port = _free_port()
@@ -170,6 +176,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="tokens per (query, passage) pair in ragprune (infinity: the tokenizer's 512)")
     p.add_argument("--max-batch-size", type=int, default=128, help="ragprune's batch size with batching on (pairs)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="ragprune's batching wait")
+    p.add_argument("--no-onnx-int8", dest="onnx_int8", action="store_false",
+                   help="skip the ragprune server on the ONNX int8 backend (--backend onnx --quantize int8)")
     p.add_argument("--infinity", default=None, metavar="PATH",
                    help="the infinity_emb command (e.g. from a separate virtualenv); default: on PATH, else skip")
     p.add_argument("--infinity-batch-size", type=int, default=32, help="infinity's --batch-size")
