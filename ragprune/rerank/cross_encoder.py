@@ -105,7 +105,9 @@ class CrossEncoderReranker(PointwiseReranker):
             cache the way transformers does).
         max_length: Tokens per pair. Longer passages are truncated from the end (the query is
             kept whole); nothing crashes on long input.
-        batch_size: Pairs per forward pass. Pairs are sorted by length first to cut padding.
+        batch_size: Pairs per forward pass; pairs are sorted by length first to cut padding.
+            Default (``None``): 8 on CPU, where small length-sorted batches pad least and ran
+            1.17x faster than 32 over 100 SciFact passages (``eval/README.md``, speed); 32 on a GPU.
         device: torch device (``"cpu"`` default).
         quantize: ``"int8"``: dynamic int8 quantization (CPU only; faster, slightly different
             scores). With ``backend="torch"`` torch quantizes the Linear layers; with
@@ -147,7 +149,7 @@ class CrossEncoderReranker(PointwiseReranker):
         model: str | os.PathLike[str] = DEFAULT_MODEL,
         *,
         max_length: int = 256,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         device: str = "cpu",
         quantize: str | None = None,
         trust_remote_code: bool = False,
@@ -161,6 +163,8 @@ class CrossEncoderReranker(PointwiseReranker):
         if self.max_length < 16:
             raise ValueError(f"{owner}: max_length={max_length} leaves no room for query and passage; use at least "
                              "16 tokens (256 is the default).")
+        if batch_size is None:
+            batch_size = 8 if str(device) == "cpu" else 32
         self.batch_size = check_positive_int(batch_size, "batch_size", owner)
         self.backend = check_backend(backend, device, owner)
         check_quantize(quantize, device, owner)
