@@ -277,7 +277,9 @@ def bench_rerank(args: argparse.Namespace) -> dict[str, Any]:
     cands = bm25.retrieve_many(queries, k=100)
     mean_tokens = statistics.mean(count_tokens(h.document.full_text) for c in cands for h in c)
 
-    ref = CrossEncoderReranker(args.model, max_length=args.max_length)
+    rerankers = {label: CrossEncoderReranker(model, max_length=args.max_length, **opts)
+                 for label, model, opts in _rerank_variants(args)}
+    ref = next(iter(rerankers.values()))  # args.model on torch fp32, the reference
     st = CrossEncoder(str(ref.path), max_length=args.max_length, device="cpu", model_kwargs={"dtype": torch.float32})
     st_scores = st.predict([(queries[0], h.document.full_text) for h in cands[0]], batch_size=32)
     st_diff = float(np.max(np.abs(np.asarray(st_scores)
@@ -285,10 +287,7 @@ def bench_rerank(args: argparse.Namespace) -> dict[str, Any]:
     timers: dict[str, Callable[[str, list[Any]], Any]] = {
         "sentence-transformers CrossEncoder fp32 (same checkpoint)":
             lambda q, c: st.predict([(q, h.document.full_text) for h in c], batch_size=32)}
-    rerankers = {}
-    for label, model, opts in _rerank_variants(args):
-        rerankers[label] = CrossEncoderReranker(model, max_length=args.max_length, **opts)
-        timers[label] = rerankers[label].rerank
+    timers.update({label: ce.rerank for label, ce in rerankers.items()})
     seconds = _interleaved(timers, queries, cands)
     rows = [{"variant": v, "max_length": args.max_length, "seconds_per_query": t, "pairs_per_s": 100 / t,
              "speedup_vs_st": seconds[next(iter(seconds))] / t} for v, t in seconds.items()]

@@ -67,14 +67,19 @@ def test_scores_match_textbook_formula(scifact_sample, method):
         np.testing.assert_allclose(ours.get_scores(q), ref, rtol=1e-4, atol=1e-4)
 
 
-def test_rankings_match_bm25s(scifact_sample):
+def _bm25s_top5(docs, queries, method, k1, b):
+    """bm25s's top-5 ids and scores on ragprune's analyzer tokens."""
     bm25s = pytest.importorskip("bm25s")
-    docs, queries = scifact_sample
-    ours = BM25Retriever.from_documents(docs, method="lucene", k1=0.9, b=0.4)
     an = Analyzer()
-    ref = bm25s.BM25(method="lucene", k1=0.9, b=0.4)
+    ref = bm25s.BM25(method=method, k1=k1, b=b)
     ref.index([an(d["title"] + " " + d["text"]) for d in docs], show_progress=False)
-    ids, scores = ref.retrieve([an(q) for q in queries], k=5, show_progress=False, n_threads=1)
+    return ref.retrieve([an(q) for q in queries], k=5, show_progress=False, n_threads=1)
+
+
+def test_rankings_match_bm25s(scifact_sample):
+    docs, queries = scifact_sample
+    ids, scores = _bm25s_top5(docs, queries, "lucene", 0.9, 0.4)
+    ours = BM25Retriever.from_documents(docs, method="lucene", k1=0.9, b=0.4)
     for q, row, srow in zip(queries, ids, scores):
         hits = ours.retrieve(q, 5)
         # bm25s leaves out Lucene's constant (k1 + 1) factor: same ranking, scaled scores.
@@ -83,13 +88,9 @@ def test_rankings_match_bm25s(scifact_sample):
 
 
 def test_default_scores_match_bm25s_with_the_same_parameters(scifact_sample):
-    bm25s = pytest.importorskip("bm25s")
     docs, queries = scifact_sample
+    ids, scores = _bm25s_top5(docs, queries, "atire", 1.5, 0.9)
     ours = BM25Retriever.from_documents(docs)  # atire, k1=1.5, b=0.9
-    an = Analyzer()
-    ref = bm25s.BM25(method="atire", k1=1.5, b=0.9)
-    ref.index([an(d["title"] + " " + d["text"]) for d in docs], show_progress=False)
-    ids, scores = ref.retrieve([an(q) for q in queries], k=5, show_progress=False, n_threads=1)
     for q, row, srow in zip(queries, ids, scores):
         hits = ours.retrieve(q, 5)
         np.testing.assert_allclose([h.score for h in hits], srow, rtol=1e-4, atol=1e-4)
