@@ -130,8 +130,11 @@ def _check_ours(root: Path) -> None:
                                "save into a new or empty folder, or into an existing index to replace it.")
 
 
-def read_index_dir(path: str | os.PathLike[str], *, kind: str, format_version: int) -> tuple[Path, dict[str, Any]]:
+def read_index_dir(path: str | os.PathLike[str], *, kind: str,
+                   format_version: int | tuple[int, ...]) -> tuple[Path, dict[str, Any]]:
     """Locate the live data of an index folder and return ``(data_dir, params)``.
+
+    ``format_version`` is the version this code reads, or a tuple of every version it reads.
 
     Raises:
         FileNotFoundError: ``path`` does not exist or holds no ragprune index.
@@ -153,10 +156,13 @@ def read_index_dir(path: str | os.PathLike[str], *, kind: str, format_version: i
         raise IndexFormatError(
             f"load: {root} holds a {manifest.get('kind')!r} index, not {kind!r}; use the matching class."
         )
-    if manifest.get("format_version") != format_version:
+    versions = format_version if isinstance(format_version, tuple) else (format_version,)
+    version = manifest.get("format_version")
+    if type(version) is not int or version not in versions:
+        readable = " or ".join(map(str, versions))
         raise IndexFormatError(
-            f"load: {root} was written with index format version {manifest.get('format_version')}, "
-            f"this ragprune reads version {format_version}; rebuild the index with this version."
+            f"load: {root} was written with index format version {version}, "
+            f"this ragprune reads version {readable}; rebuild the index with this version."
         )
     name = manifest.get("data")
     if not isinstance(name, str) or "/" in name or "\\" in name or name in ("", ".", ".."):
@@ -166,12 +172,12 @@ def read_index_dir(path: str | os.PathLike[str], *, kind: str, format_version: i
         params = json.loads((data / "params.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as e:
         raise IndexFormatError(f"load: {data / 'params.json'} is missing or corrupt ({e}); rebuild the index.") from e
-    if not isinstance(params, dict) or params.get("kind") != kind or params.get("format_version") != format_version:
+    if not isinstance(params, dict) or params.get("kind") != kind or params.get("format_version") != version:
         raise IndexFormatError(f"load: {data / 'params.json'} does not match its manifest; rebuild the index.")
     return data, params
 
 
-def load_index(path: str | os.PathLike[str], *, kind: str, format_version: int,
+def load_index(path: str | os.PathLike[str], *, kind: str, format_version: int | tuple[int, ...],
                read: Callable[[Path, dict[str, Any]], T], attempts: int = 5) -> T:
     """:func:`read_index_dir`, then ``read(data_dir, params)``, retried when a concurrent
     :func:`write_index_dir` swapped the manifest and deleted the data being read."""
@@ -195,12 +201,22 @@ def _live_data(path: str | os.PathLike[str]) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def write_documents(path: Path, docs: Iterable[Document]) -> None:
-    """Write documents as JSON lines (id, title, text, metadata), UTF-8.
+def write_documents(path: Path, docs: Iterable[Document]) -> Any:
+    """Write documents as JSON lines (id, title, text, metadata), UTF-8, one per line.
 
     A document holding lone surrogates (not encodable as UTF-8) is written with ASCII escapes,
     which JSON round-trips exactly.
+
+    Returns:
+        The ``n + 1`` byte offsets of the lines (int64 array), the index of
+        :class:`ragprune._docstore.DiskDocuments`.
     """
+    from array import array
+
+    import numpy as np
+
+    offsets = array("q", [0])
+    pos = 0
     with open(path, "wb") as f:
         for d in docs:
             row = {"id": d.id, "title": d.title, "text": d.text, "metadata": dict(d.metadata)}
@@ -209,6 +225,15 @@ def write_documents(path: Path, docs: Iterable[Document]) -> None:
             except UnicodeEncodeError:
                 line = json.dumps(row, ensure_ascii=True, default=str).encode("ascii")
             f.write(line + b"\n")
+            pos += len(line) + 1
+            offsets.append(pos)
+    return np.frombuffer(offsets, dtype=np.int64).copy()
+
+
+def document_from_json(line: bytes | str) -> Document:
+    """Parse one line written by :func:`write_documents`."""
+    row = json.loads(line)
+    return Document(id=row["id"], text=row["text"], title=row.get("title", ""), metadata=row.get("metadata") or {})
 
 
 def read_documents(path: Path) -> list[Document]:
@@ -217,9 +242,7 @@ def read_documents(path: Path) -> list[Document]:
     try:
         with open(path, encoding="utf-8") as f:
             for line in f:
-                row = json.loads(line)
-                docs.append(Document(id=row["id"], text=row["text"], title=row.get("title", ""),
-                                     metadata=row.get("metadata") or {}))
+                docs.append(document_from_json(line))
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise IndexFormatError(f"load: {path} is missing or corrupt ({type(e).__name__}: {e}); rebuild the index.") from e
     return docs
@@ -261,3 +284,23 @@ def load_npz(path: Path) -> dict[str, Any]:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
         raise IndexFormatError(f"load: {path} is missing or corrupt ({e}); rebuild the index.") from e
+
+
+def load_npy(path: Path, *, mmap: bool = False) -> Any:
+    """Load one ``.npy`` array without ever unpickling; ``mmap=True`` maps it read-only."""
+    import numpy as np
+
+    try:
+        arr = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except Exception as e:  # a damaged header fails inside numpy's parser (SyntaxError, TokenError, ...)
+        raise IndexFormatError(f"load: {path} is missing or corrupt ({e}); rebuild the index.") from e
+    if not isinstance(arr, np.ndarray):
+        raise IndexFormatError(f"load: {path} is not a single array; rebuild the index.")
+    return arr
+
+
+def save_npy(path: Path, arr: Any) -> None:
+    """Write one array as ``.npy`` (never pickled: object arrays are refused)."""
+    import numpy as np
+
+    np.save(path, arr, allow_pickle=False)

@@ -186,11 +186,13 @@ class PrunedHtml:
 DocumentLike = Union[Document, str, Mapping[str, Any]]  # noqa: UP007 (runtime alias, py3.10)
 
 
-def as_documents(items: Iterable[DocumentLike], *, owner: str = "ragprune", unique: bool = True) -> list[Document]:
+def as_documents(items: Iterable[DocumentLike], *, owner: str = "ragprune", unique: bool = True,
+                 start: int = 0) -> list[Document]:
     """Normalise user input into a list of :class:`Document`.
 
     Accepts ``Document`` objects, plain strings (ids become their position, ``"0"``, ``"1"``, ...)
-    and BEIR-style mappings with ``_id``/``id``, ``text`` and optional ``title``.
+    and BEIR-style mappings with ``_id``/``id``, ``text`` and optional ``title``. ``start`` is
+    the position of the first item (for a corpus given in chunks).
 
     Raises:
         TypeError: an item is none of the accepted kinds, or its text is not a string.
@@ -205,10 +207,10 @@ def as_documents(items: Iterable[DocumentLike], *, owner: str = "ragprune", uniq
         if isinstance(item, Document):
             docs.append(item)
         elif isinstance(item, str):
-            docs.append(Document(id=str(i), text=item))
+            docs.append(Document(id=str(start + i), text=item))
         elif isinstance(item, Mapping):
             doc_id = item.get("_id", item.get("id"))
-            doc_id = str(i) if doc_id is None else doc_id  # a null id counts as none: the position
+            doc_id = str(start + i) if doc_id is None else doc_id  # a null id counts as none: the position
             meta = item.get("metadata") or {}
             docs.append(
                 Document(

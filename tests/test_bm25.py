@@ -316,7 +316,7 @@ def test_save_load_round_trip(scifact_sample, tmp_path):
     assert (loaded.method, loaded.k1, loaded.b) == ("bm25l", 1.1, 0.6)
     # files are plain: no pickle anywhere
     data = [p for p in (tmp_path / "idx").rglob("*") if p.is_file()]
-    assert {p.suffix for p in data} <= {".json", ".jsonl", ".npz"}
+    assert {p.suffix for p in data} <= {".json", ".jsonl", ".npy"}
 
 
 def test_save_replaces_previous_index_and_cleans_up(toy_docs, tmp_path):
@@ -412,14 +412,16 @@ def test_load_errors(toy_docs, tmp_path):
         BM25Retriever.load(tmp_path / "idx")
 
 
-@pytest.mark.parametrize("victim", ["scores.npz", "vocab.json", "documents.jsonl", "params.json"])
-def test_truncated_files_fail_clearly(toy_docs, tmp_path, victim):
+@pytest.mark.parametrize("mmap", [False, True])
+@pytest.mark.parametrize("victim", ["scores.npy", "indices.npy", "indptr.npy", "tf.npy", "doclen.npy", "nonocc.npy",
+                                    "documents.offsets.npy", "vocab.json", "documents.jsonl", "params.json"])
+def test_truncated_files_fail_clearly(toy_docs, tmp_path, victim, mmap):
     BM25Retriever.from_documents(toy_docs).save(tmp_path / "idx")
     data = next(p for p in (tmp_path / "idx").iterdir() if p.is_dir())
     f = data / victim
     f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])
     with pytest.raises(IndexFormatError, match="rebuild the index"):
-        BM25Retriever.load(tmp_path / "idx")
+        BM25Retriever.load(tmp_path / "idx", mmap=mmap)
 
 
 def test_reference_backend_cannot_be_saved(toy_docs, tmp_path):

@@ -1,7 +1,7 @@
 """BM25 with eagerly precomputed scores in a sparse term-by-document matrix.
 
 The idea is the one of bm25s (Lù, 2024): every (term, document) score is computed once at
-index time and stored in a CSR matrix with one row per term, so a row is a posting list. One
+index time and stored in a CSR layout with one row per term, so a row is a posting list. One
 query (``retrieve``) slices the posting lists of its terms and sums them with ``np.bincount``: no
 sparse matrix is built per call. A batch (``retrieve_many``) becomes a sparse query-by-term
 matrix of term counts, and one sparse product per chunk gives every query's scores. Both paths
@@ -10,34 +10,48 @@ alone or in a batch. Variants whose score is non-zero for documents *without* a 
 BM25+) store ``score(tf) - score(0)`` and add the per-term constant back per query, which keeps
 the matrix sparse.
 
+Scale: the corpus is analysed in chunks (:mod:`ragprune.retrieve._postings`), so the peak
+memory of a build is a chunk plus the final arrays; :meth:`BM25Retriever.build` streams a corpus
+from an iterator or a JSONL file straight into an index folder without holding the documents;
+``load(path, mmap=True)`` memory-maps the arrays and reads a document from disk only when it is a
+hit. The term frequencies are kept, so :meth:`~BM25Retriever.add_documents` and
+:meth:`~BM25Retriever.delete` rescore exactly: scores equal a rebuild from scratch.
+
 ``backend="rank_bm25"`` scores with the rank-bm25 package instead: slow, but a reference
 implementation to compare against.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 
+from .._docstore import DiskDocuments, DocumentView
 from .._io import (
     IndexFormatError,
     load_index,
+    load_npy,
     load_npz,
     read_documents,
+    save_npy,
     write_documents,
     write_index_dir,
 )
 from .._topk import topk
-from .._validate import check_choice, check_number, check_query
+from .._validate import check_choice, check_number, check_positive_int, check_query
 from ..text import Analyzer
 from ..types import Document, DocumentLike, ScoredDocument, as_documents
+from ._postings import Postings, PostingsBuilder, merge, score, select
 from .base import Retriever
 
 logger = logging.getLogger(__name__)
@@ -46,11 +60,15 @@ __all__ = ["BM25Retriever", "BM25Method"]
 
 BM25Method = Literal["lucene", "robertson", "atire", "okapi", "bm25l", "bm25+"]
 METHODS: tuple[str, ...] = ("lucene", "robertson", "atire", "okapi", "bm25l", "bm25+")
-FORMAT_VERSION = 1
+# 2: one .npy file per array (memory-mappable), sorted vocabulary, term frequencies and document
+# lengths (for exact updates), document offsets. 1: scores.npz; still read, not updatable.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 # Defaults chosen on development sets by eval/bm25_defaults.py (see BM25Retriever's docstring).
 DEFAULT_METHOD: BM25Method = "atire"
 DEFAULT_K1 = 1.5
 DEFAULT_B = 0.9
+DEFAULT_CHUNK = 20_000  # documents analysed per step while building
 # A query whose postings number fewer than n_docs / _SPARSE_RATIO is summed over the matched
 # documents only (a sort of the postings); otherwise over a dense array of every document.
 _SPARSE_RATIO = 8
@@ -58,43 +76,33 @@ _SPARSE_RATIO = 8
 # chunk of _QUERY_CHUNK queries); fewer go one at a time. Both give the same results.
 _BATCH_MIN = 4
 _QUERY_CHUNK = 512
+_ARRAYS = ("scores", "indices", "indptr", "nonocc", "tf", "doclen")
 
 
-def _idf(method: str, n_docs: int, df: np.ndarray, epsilon: float) -> np.ndarray:
-    df = df.astype(np.float64)
-    n = float(n_docs)
-    if method == "lucene":
-        return np.log1p((n - df + 0.5) / (df + 0.5))
-    if method == "robertson":
-        return np.log((n - df + 0.5) / (df + 0.5))
-    if method == "okapi":  # rank-bm25's BM25Okapi: negative idf floored at epsilon * mean idf
-        idf = np.log((n - df + 0.5) / (df + 0.5))
-        floor = epsilon * (idf.mean() if idf.size else 0.0)
-        return np.where(idf < 0, floor, idf)
-    if method == "atire":
-        return np.log(n / df)
-    if method == "bm25l":
-        return np.log((n + 1.0) / (df + 0.5))
-    if method == "bm25+":
-        return np.log((n + 1.0) / df)
-    raise AssertionError(method)
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
 
 
-def _tf_component(method: str, tf: np.ndarray, norm: np.ndarray, k1: float, delta: float) -> np.ndarray:
-    """Term-frequency saturation; ``norm`` is ``1 - b + b * dl / avgdl`` per entry."""
-    if method == "bm25l":
-        c = tf / norm
-        return (k1 + 1.0) * (c + delta) / (k1 + c + delta)
-    out = tf * (k1 + 1.0) / (tf + k1 * norm)
-    if method == "bm25+":
-        out = out + delta
-    return out
+def _read_jsonl(path: Path) -> Iterator[Any]:
+    """Rows of a (gzipped) JSON-lines corpus such as BEIR's corpus.jsonl, read lazily."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except ValueError as e:
+                    raise ValueError(f"BM25Retriever.build: {path}:{n} is not valid JSON ({e}).") from e
 
 
 class BM25Retriever(Retriever):
-    """Sparse BM25 retrieval over an in-memory corpus.
+    """Sparse BM25 retrieval.
 
-    Build with :meth:`from_documents`; persist with :meth:`save` / :meth:`load`.
+    Build in memory with :meth:`from_documents`, or straight to disk with :meth:`build` (a
+    corpus larger than RAM); persist with :meth:`save` / :meth:`load` (``mmap=True`` for a
+    memory-mapped index); update with :meth:`add_documents` / :meth:`delete`.
 
     Args (of :meth:`from_documents`):
         documents: ``Document`` objects, strings, or BEIR-style dicts. Title and text are
@@ -117,6 +125,7 @@ class BM25Retriever(Retriever):
         backend: ``"native"`` (sparse matrix, fast) or ``"rank_bm25"`` (reference, slow, needs
             ``pip install rank-bm25``, methods okapi/bm25l/bm25+ only, cannot be saved).
         show_progress: Progress bar while analysing the corpus (``None``: only for >= 20k docs).
+        chunk_size: Documents analysed per step (bounds the memory of the analysis).
 
     Example:
         >>> bm25 = BM25Retriever.from_documents(["Paris is in France.", "Berlin is in Germany."])
@@ -124,8 +133,8 @@ class BM25Retriever(Retriever):
         ['0']
     """
 
-    def __init__(self) -> None:  # use from_documents / load
-        self.documents: list[Document] = []
+    def __init__(self) -> None:  # use from_documents / build / load
+        self.documents: Sequence[Document] = []
         self.analyzer = Analyzer()
         self.method: str = DEFAULT_METHOD
         self.k1 = DEFAULT_K1
@@ -134,13 +143,33 @@ class BM25Retriever(Retriever):
         self.epsilon = 0.25
         self.backend = "native"
         self.vocab: dict[str, int] = {}
-        self._matrix: sp.csr_matrix | None = None  # (n_terms, n_docs) float32
+        # the CSR layout: posting lists of float32 scores, one row per term
+        self._indptr = np.zeros(1, dtype=np.int64)
+        self._indices = np.zeros(0, dtype=np.int32)
+        self._data = np.zeros(0, dtype=np.float32)
         self._nonocc: np.ndarray = np.zeros(0, dtype=np.float32)  # per-term score of tf = 0
         self._has_nonocc = False
         self._has_negative = False
+        self._tf: np.ndarray | None = None  # term frequencies (None: a format-1 index)
+        self._doclen: np.ndarray | None = None
+        self._mapped = False  # arrays memory-mapped from an index folder
+        self._source = ""
+        self._ids: dict[str, int] | None = None  # id -> position, built on the first update
         self._reference: Any = None
 
     # ------------------------------------------------------------------ building
+    def _configure(self, owner: str, method: str, k1: float, b: float, delta: float | None, epsilon: float,
+                   analyzer: Analyzer | None) -> None:
+        self.method = check_choice(method, METHODS, "method", owner)
+        self.k1 = check_number(k1, "k1", owner, low=0.0)
+        self.b = check_number(b, "b", owner, low=0.0, high=1.0)
+        default_delta = {"bm25l": 0.5, "bm25+": 1.0}.get(method, 0.0)
+        self.delta = check_number(default_delta if delta is None else delta, "delta", owner, low=0.0)
+        self.epsilon = check_number(epsilon, "epsilon", owner, low=0.0)
+        if analyzer is not None and not isinstance(analyzer, Analyzer):
+            raise TypeError(f"{owner}: analyzer must be a ragprune.text.Analyzer, got {type(analyzer).__name__}.")
+        self.analyzer = analyzer or Analyzer()
+
     @classmethod
     def from_documents(
         cls,
@@ -154,8 +183,9 @@ class BM25Retriever(Retriever):
         analyzer: Analyzer | None = None,
         backend: Literal["native", "rank_bm25"] = "native",
         show_progress: bool | None = None,
+        chunk_size: int = DEFAULT_CHUNK,
     ) -> BM25Retriever:
-        """Index ``documents``; see the class docstring for the arguments.
+        """Index ``documents`` in memory; see the class docstring for the arguments.
 
         Raises:
             ValueError: empty corpus, duplicate ids, unknown ``method``/``backend``, or
@@ -164,65 +194,127 @@ class BM25Retriever(Retriever):
         """
         owner = "BM25Retriever.from_documents"
         self = cls()
-        self.method = check_choice(method, METHODS, "method", owner)
+        self._configure(owner, method, k1, b, delta, epsilon, analyzer)
         self.backend = check_choice(backend, ("native", "rank_bm25"), "backend", owner)
-        self.k1 = check_number(k1, "k1", owner, low=0.0)
-        self.b = check_number(b, "b", owner, low=0.0, high=1.0)
-        default_delta = {"bm25l": 0.5, "bm25+": 1.0}.get(method, 0.0)
-        self.delta = check_number(default_delta if delta is None else delta, "delta", owner, low=0.0)
-        self.epsilon = check_number(epsilon, "epsilon", owner, low=0.0)
-        if analyzer is not None and not isinstance(analyzer, Analyzer):
-            raise TypeError(f"{owner}: analyzer must be a ragprune.text.Analyzer, got {type(analyzer).__name__}.")
-        self.analyzer = analyzer or Analyzer()
+        check_positive_int(chunk_size, "chunk_size", owner)
         self.documents = as_documents(documents, owner=owner)
-        texts = [d.full_text for d in self.documents]
         if show_progress is None:
-            show_progress = len(texts) >= 20_000
-        tokens = self._analyze_corpus(texts, show_progress)
+            show_progress = len(self.documents) >= 20_000
         if self.backend == "rank_bm25":
-            self._build_reference(tokens)
-        else:
-            self._build_matrix(tokens)
+            self._build_reference(self.analyzer.analyze_many([d.full_text for d in self.documents]))
+            return self
+        builder = PostingsBuilder()
+        with self._progress(show_progress, len(self.documents), "BM25 analyse") as bar:
+            for chunk in _chunks(self.documents, chunk_size):
+                builder.add(self.analyzer.analyze_many([d.full_text for d in chunk]))
+                bar.update(len(chunk))
+        self._install(builder.finish())
         return self
 
-    def _analyze_corpus(self, texts: Sequence[str], show_progress: bool) -> list[list[str]]:
-        if not show_progress:
-            return self.analyzer.analyze_many(texts)
+    @staticmethod
+    def _progress(show: bool, total: int | None, desc: str) -> Any:
         from tqdm.auto import tqdm
 
-        return [self.analyzer(t) for t in tqdm(texts, desc="BM25 analyse", unit="doc")]
+        return tqdm(total=total, desc=desc, unit="doc", disable=not show)
 
-    def _build_matrix(self, tokens: list[list[str]]) -> None:
-        vocab: dict[str, int] = {}
-        term_ids: list[int] = []
-        for toks in tokens:
-            term_ids.extend([vocab.setdefault(t, len(vocab)) for t in toks])
-        self.vocab = vocab
-        n_docs, n_terms = len(tokens), len(vocab)
-        lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=n_docs)
-        doc_of = np.repeat(np.arange(n_docs, dtype=np.int64), lengths)
-        keys = np.asarray(term_ids, dtype=np.int64) * n_docs + doc_of
-        uniq, tf = np.unique(keys, return_counts=True)  # sorted by term, then document
-        term, doc = np.divmod(uniq, n_docs)
-        df = np.bincount(term, minlength=n_terms)
-        avgdl = float(lengths.mean()) if n_docs and lengths.sum() > 0 else 1.0
-        idf = _idf(self.method, n_docs, df, self.epsilon)
-        norm = 1.0 - self.b + self.b * lengths[doc] / avgdl
-        zero = _tf_component(self.method, np.zeros(1), np.ones(1), self.k1, self.delta)[0]
-        data = idf[term] * (_tf_component(self.method, tf.astype(np.float64), norm, self.k1, self.delta) - zero)
-        indptr = np.zeros(n_terms + 1, dtype=np.int64)
-        np.cumsum(df, out=indptr[1:])
-        self._set_matrix(
-            sp.csr_matrix((data.astype(np.float32), doc.astype(np.int32), indptr), shape=(n_terms, n_docs)),
-            (idf * zero).astype(np.float32),
-        )
-        self._avgdl = avgdl
+    @classmethod
+    def build(
+        cls,
+        source: Iterable[DocumentLike] | str | os.PathLike[str],
+        path: str | os.PathLike[str],
+        *,
+        method: BM25Method = DEFAULT_METHOD,
+        k1: float = DEFAULT_K1,
+        b: float = DEFAULT_B,
+        delta: float | None = None,
+        epsilon: float = 0.25,
+        analyzer: Analyzer | None = None,
+        chunk_size: int = DEFAULT_CHUNK,
+        show_progress: bool = True,
+        mmap: bool = True,
+    ) -> BM25Retriever:
+        """Index a corpus of any size straight into folder ``path``, in bounded memory.
 
-    def _set_matrix(self, matrix: sp.csr_matrix, nonocc: np.ndarray) -> None:
-        self._matrix = matrix
+        The documents stream from ``source`` to the index's document store while they are
+        analysed ``chunk_size`` at a time; the analysed chunks wait on disk (in the folder being
+        written) until the postings are laid out. Peak memory is one chunk plus the final arrays
+        (about 9 bytes per distinct (term, document) pair), never the corpus. The save is atomic
+        like :meth:`save`: a failure or a kill leaves the folder as it was.
+
+        Args:
+            source: An iterable of documents (``Document``, str, BEIR-style dict; a generator
+                is fine) or the path of a JSON-lines corpus (``.jsonl`` or ``.jsonl.gz``, rows
+                with ``_id``/``id``, ``title``, ``text``), read lazily.
+            path: Index folder to write (replaced atomically if it holds an index).
+            mmap: Return the index loaded with ``mmap=True`` (else fully in memory).
+            Others: as :meth:`from_documents`.
+
+        Returns:
+            The built index, loaded from ``path``.
+
+        Raises:
+            ValueError: empty corpus, duplicate ids, bad parameters; the folder is untouched.
+            FileNotFoundError: ``source`` names a file that does not exist.
+        """
+        owner = "BM25Retriever.build"
+        self = cls()
+        self._configure(owner, method, k1, b, delta, epsilon, analyzer)
+        check_positive_int(chunk_size, "chunk_size", owner)
+        if isinstance(source, (str, os.PathLike)):
+            corpus = Path(source)
+            if not corpus.is_file():
+                raise FileNotFoundError(f"{owner}: no corpus file at {corpus}; give a .jsonl file or an iterable.")
+            source = _read_jsonl(corpus)
+        elif isinstance(source, (bytes, dict, Document)) or not isinstance(source, Iterable):
+            raise TypeError(f"{owner}: source must be an iterable of documents or a .jsonl path, "
+                            f"got {type(source).__name__}.")
+        params: dict[str, Any] = self._params()
+
+        def write(d: Path) -> None:
+            builder = PostingsBuilder(spill_dir=d / ".spill")
+            id_hashes: list[np.ndarray] = []
+            bar = self._progress(show_progress, None, "BM25 build")
+
+            def stream() -> Iterator[Document]:
+                for chunk in _chunks(source, chunk_size):
+                    docs = as_documents(chunk, owner=owner, unique=False, start=builder.n_docs)
+                    builder.add(self.analyzer.analyze_many([doc.full_text for doc in docs]))
+                    id_hashes.append(np.fromiter((hash(doc.id) for doc in docs), dtype=np.int64, count=len(docs)))
+                    bar.update(len(docs))
+                    yield from docs
+
+            with bar:
+                offsets = write_documents(d / "documents.jsonl", stream())
+            if not builder.n_docs:
+                raise ValueError(f"{owner}: the corpus is empty; pass at least one document.")
+            _check_unique_ids(d, offsets, np.concatenate(id_hashes), owner)
+            postings = builder.finish()
+            shutil.rmtree(d / ".spill", ignore_errors=True)
+            data, nonocc = score(postings, self.method, self.k1, self.b, self.delta, self.epsilon)
+            self._write_arrays(d, postings, data, nonocc, offsets, params)
+
+        write_index_dir(path, kind="bm25", format_version=FORMAT_VERSION, params=params, write_data=write)
+        return cls.load(path, mmap=mmap)
+
+    def _install(self, postings: Postings, vocab: dict[str, int] | None = None) -> None:
+        """Score ``postings`` and make them the live index."""
+        data, nonocc = score(postings, self.method, self.k1, self.b, self.delta, self.epsilon)
+        self.vocab = vocab if vocab is not None else {t: i for i, t in enumerate(postings.terms)}
+        self._indptr, self._indices, self._data = postings.indptr, postings.indices, data
+        self._tf, self._doclen = postings.tf, postings.doclen
+        self._set_scores(nonocc)
+        self._mapped = False
+
+    def _set_scores(self, nonocc: np.ndarray, has_negative: bool | None = None) -> None:
         self._nonocc = nonocc
         self._has_nonocc = bool(nonocc.any())
-        self._has_negative = bool(matrix.data.size and matrix.data.min() < 0)
+        if has_negative is None:
+            has_negative = bool(self._data.size and self._data.min() < 0)
+        self._has_negative = has_negative
+
+    def _postings_state(self) -> Postings:
+        return Postings(sorted(self.vocab, key=self.vocab.__getitem__), self._indptr, self._indices,
+                        self._tf, self._doclen)
 
     def _build_reference(self, tokens: list[list[str]]) -> None:
         try:
@@ -274,19 +366,24 @@ class BM25Retriever(Retriever):
         and one concatenation: no sparse matrix is built per query. A term that occurs ``c > 1``
         times has its scores multiplied by ``c`` in float64 (exact, as in the batched product).
         """
-        m = self._matrix
-        indices, data, indptr = m.indices, m.data, m.indptr
+        indices, data, indptr = self._indices, self._data, self._indptr
         bounds = indptr.take(ids).tolist(), indptr.take([i + 1 for i in ids]).tolist()
         docs, vals = [], []
         for a, e, c in zip(*bounds, counts):
             if a < e:
                 docs.append(indices[a:e])
                 vals.append(data[a:e] if c == 1 else np.multiply(data[a:e], c, dtype=np.float64))
-        if len(docs) == 1:
-            return docs[0], vals[0]
         if not docs:
             return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
-        return np.concatenate(docs), np.concatenate(vals)
+        out = (docs[0], vals[0]) if len(docs) == 1 else (np.concatenate(docs), np.concatenate(vals))
+        if self._mapped:  # arrays read lazily from disk were not range-checked at load
+            self._check_documents(out[0])
+        return out
+
+    def _check_documents(self, docs: np.ndarray) -> None:
+        if docs.size and (int(docs.min()) < 0 or int(docs.max()) >= len(self.documents)):
+            raise IndexFormatError(f"BM25Retriever: the index files at {self._source} hold a document number out of "
+                                   "range (a damaged file); rebuild the index.")
 
     def _shift(self, ids: list[int], counts: list[int]) -> float:
         """Sum of the query terms' tf = 0 scores (BM25L/BM25+; 0 for the other variants)."""
@@ -347,7 +444,7 @@ class BM25Retriever(Retriever):
         posting lists of the terms they use."""
         q = self.query_matrix(queries)
         used = np.unique(q.indices)
-        postings = self._matrix[used].astype(np.float64)
+        postings = self._rows(used)
         counts = sp.csr_matrix((q.data.astype(np.float64), np.searchsorted(used, q.indices), q.indptr),
                                shape=(len(queries), used.size))
         sums = (counts @ postings).tocsr()
@@ -359,6 +456,19 @@ class BM25Retriever(Retriever):
         sp_ = sums.indptr.tolist()
         return [self._rank(sums.indices[a:e], sums.data[a:e], shift, k)
                 for a, e, shift in zip(sp_, sp_[1:], shifts)]
+
+    def _rows(self, terms: np.ndarray) -> sp.csr_matrix:
+        """The posting lists of ``terms`` as a float64 CSR matrix (one row per term)."""
+        starts, ends = self._indptr[terms], self._indptr[terms + 1]
+        lengths = ends - starts
+        indptr = np.zeros(terms.size + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        take = np.repeat(starts - indptr[:-1], lengths) + np.arange(int(indptr[-1]))
+        docs = self._indices[take]
+        if self._mapped:
+            self._check_documents(docs)
+        return sp.csr_matrix((self._data[take].astype(np.float64), docs, indptr),
+                             shape=(terms.size, len(self.documents)))
 
     def _rank(self, matched: np.ndarray, sums: np.ndarray, shift: float, k: int) -> list[ScoredDocument]:
         """Top ``k`` from the float64 sums of the ``matched`` documents (ties: corpus order).
@@ -392,44 +502,172 @@ class BM25Retriever(Retriever):
     def _hits(self, positions: np.ndarray, scores: np.ndarray) -> list[ScoredDocument]:
         return [ScoredDocument(self.documents[i], float(scores[i])) for i in positions.tolist()]
 
+    # ------------------------------------------------------------------ updates
+    def add_documents(self, documents: Iterable[DocumentLike], *, show_progress: bool | None = None) -> int:
+        """Add documents to the index; every score afterwards equals a rebuild from scratch.
+
+        Document frequencies and the average length change with the corpus, so all postings
+        are rescored from the stored term frequencies (one vectorised pass, seconds for
+        millions of passages): add in batches rather than one document at a time. Only memory
+        changes; call :meth:`save` to persist (atomic: a kill leaves the saved index as it was).
+        Not safe while other threads query this object; swap in an updated copy instead.
+
+        Returns:
+            The number of documents added.
+
+        Raises:
+            ValueError: an id already in the index or repeated in ``documents``, an empty list,
+                or an index that cannot be updated (format 1, the rank_bm25 backend).
+        """
+        owner = "BM25Retriever.add_documents"
+        self._check_updatable(owner)
+        new = as_documents(documents, owner=owner, start=len(self.documents))
+        ids = self._id_positions()
+        clash = [d.id for d in new if d.id in ids]
+        if clash:
+            raise ValueError(f"{owner}: {len(clash)} id(s) already in the index (e.g. {clash[0]!r}); "
+                             "delete them first to replace them, or give new ids.")
+        if show_progress is None:
+            show_progress = len(new) >= 20_000
+        builder = PostingsBuilder()
+        with self._progress(show_progress, len(new), "BM25 add") as bar:
+            for chunk in _chunks(new, DEFAULT_CHUNK):
+                builder.add(self.analyzer.analyze_many([d.full_text for d in chunk]))
+                bar.update(len(chunk))
+        postings, vocab = merge(self._postings_state(), builder.finish())
+        start = len(self.documents)
+        if isinstance(self.documents, list):
+            documents: Sequence[Document] = [*self.documents, *new]
+        elif isinstance(self.documents, DocumentView):
+            documents = DocumentView(self.documents.base, self.documents.positions, [*self.documents.extra, *new])
+        else:
+            documents = DocumentView(self.documents, np.arange(len(self.documents)), new)
+        self._install(postings, vocab)
+        self.documents = documents
+        ids.update((d.id, start + i) for i, d in enumerate(new))
+        return len(new)
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Remove the documents with these ids; scores afterwards equal a rebuild from scratch.
+
+        Rescoring works as in :meth:`add_documents`; call :meth:`save` to persist.
+
+        Returns:
+            The number of documents removed.
+
+        Raises:
+            KeyError: an id is not in the index (nothing is removed).
+            ValueError: the deletion would leave the index empty, or the index cannot be updated.
+        """
+        owner = "BM25Retriever.delete"
+        self._check_updatable(owner)
+        if isinstance(ids, str):
+            raise TypeError(f"{owner}: give a list of ids, not a single string (wrap it in a list).")
+        wanted = list(dict.fromkeys(ids))
+        if not all(isinstance(i, str) for i in wanted):
+            raise TypeError(f"{owner}: document ids are strings.")
+        positions = self._id_positions()
+        missing = [i for i in wanted if i not in positions]
+        if missing:
+            raise KeyError(f"{owner}: {len(missing)} id(s) not in the index (e.g. {missing[0]!r}); nothing was deleted.")
+        if not wanted:
+            return 0
+        if len(wanted) >= len(self.documents):
+            raise ValueError(f"{owner}: deleting every document would leave an empty index; build a new one instead.")
+        keep = np.ones(len(self.documents), dtype=bool)
+        keep[[positions[i] for i in wanted]] = False
+        postings, vocab = select(self._postings_state(), keep)
+        docs = self.documents
+        if isinstance(docs, list):
+            documents: Sequence[Document] = [d for d, k in zip(docs, keep.tolist()) if k]
+        elif isinstance(docs, DocumentView):
+            documents = docs.select(keep)
+        else:
+            documents = DocumentView(docs, np.flatnonzero(keep))
+        self._install(postings, vocab)
+        self.documents = documents
+        self._ids = None  # positions moved; rebuilt on the next update
+        return len(wanted)
+
+    def _check_updatable(self, owner: str) -> None:
+        self._check_built(owner)
+        if self._reference is not None:
+            raise ValueError(f"{owner}: the 'rank_bm25' reference backend cannot be updated; use backend='native'.")
+        if self._tf is None or self._doclen is None:
+            raise ValueError(f"{owner}: this index was saved by an older ragprune (format 1) without term frequencies; "
+                             "rebuild it (BM25Retriever.from_documents(index.documents, ...)) to update it.")
+
+    def _id_positions(self) -> dict[str, int]:
+        if self._ids is None:
+            self._ids = {d.id: i for i, d in enumerate(self.documents)}
+        return self._ids
+
     # ------------------------------------------------------------------ persistence
+    def _params(self) -> dict[str, Any]:
+        return {"method": self.method, "k1": self.k1, "b": self.b, "delta": self.delta,
+                "epsilon": self.epsilon, "analyzer": self.analyzer.config()}
+
+    @staticmethod
+    def _write_arrays(d: Path, p: Postings, data: np.ndarray, nonocc: np.ndarray, offsets: np.ndarray,
+                      params: dict[str, Any]) -> None:
+        """The format-2 files of ``p`` into ``d``; completes ``params`` with the counts."""
+        arrays = {"scores": data, "indices": p.indices, "indptr": p.indptr, "nonocc": nonocc, "tf": p.tf,
+                  "doclen": p.doclen}
+        for name, arr in arrays.items():
+            save_npy(d / f"{name}.npy", arr)
+        save_npy(d / "documents.offsets.npy", offsets)
+        (d / "vocab.json").write_text(json.dumps(p.terms, ensure_ascii=False), encoding="utf-8")
+        params.update(n_docs=p.n_docs, n_terms=len(p.terms), nnz=int(p.indices.size),
+                      has_negative=bool(data.size and data.min() < 0))
+
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index to folder ``path`` atomically (see :mod:`ragprune._io`).
 
+        Saving over the folder the index was memory-mapped from is fine: the new version is
+        written next to the old one, which is removed only after the switch.
+
         Raises:
-            ValueError: the index uses the ``rank_bm25`` reference backend.
+            ValueError: the index uses the ``rank_bm25`` reference backend, or is a format-1
+                index loaded from disk (rebuild it to save it in the current format).
         """
         if self._reference is not None:
             raise ValueError("BM25Retriever.save: the 'rank_bm25' backend cannot be saved; use backend='native'.")
-        m = self._matrix
-        terms = sorted(self.vocab, key=self.vocab.__getitem__)
-        params = {"method": self.method, "k1": self.k1, "b": self.b, "delta": self.delta,
-                  "epsilon": self.epsilon, "analyzer": self.analyzer.config(),
-                  "n_docs": len(self.documents), "n_terms": len(terms)}
+        if self._tf is None:
+            raise ValueError("BM25Retriever.save: this index was loaded from the older format 1, which lacks term "
+                             "frequencies; rebuild it with BM25Retriever.from_documents(index.documents, ...).")
+        self._check_built("BM25Retriever.save")
+        params = self._params()
 
         def write(d: Path) -> None:
-            np.savez(d / "scores.npz", data=m.data, indices=m.indices, indptr=m.indptr, nonocc=self._nonocc)
-            (d / "vocab.json").write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
-            write_documents(d / "documents.jsonl", self.documents)
+            offsets = write_documents(d / "documents.jsonl", self.documents)
+            self._write_arrays(d, self._postings_state(), self._data, self._nonocc, offsets, params)
 
         write_index_dir(path, kind="bm25", format_version=FORMAT_VERSION, params=params, write_data=write)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> BM25Retriever:
-        """Load an index written by :meth:`save`. Never unpickles.
+    def load(cls, path: str | os.PathLike[str], *, mmap: bool = False) -> BM25Retriever:
+        """Load an index written by :meth:`save` or :meth:`build`. Never unpickles.
+
+        Args:
+            path: The index folder.
+            mmap: Memory-map the arrays and leave the documents on disk (read per hit): loads
+                in milliseconds and holds only what queries touch in RAM. Checks that read
+                every posting run lazily (a damaged file surfaces at query time, still as
+                ``IndexFormatError``). Format-1 indexes always load fully.
 
         Raises:
             FileNotFoundError: no index at ``path``.
             ragprune.IndexFormatError: corrupt files, another index kind or format version.
         """
-        return load_index(path, kind="bm25", format_version=FORMAT_VERSION, read=cls._from_dir)
+        return load_index(path, kind="bm25", format_version=READABLE_VERSIONS,
+                          read=lambda data_dir, params: cls._from_dir(data_dir, params, mmap))
 
     @classmethod
-    def _from_dir(cls, data_dir: Path, params: dict[str, Any]) -> BM25Retriever:
+    def _from_dir(cls, data_dir: Path, params: dict[str, Any], mmap: bool) -> BM25Retriever:
         self = cls()
+        owner = "BM25Retriever.load"
         try:
-            self.method = check_choice(params["method"], METHODS, "method", "BM25Retriever.load")
-            owner = "BM25Retriever.load"
+            self.method = check_choice(params["method"], METHODS, "method", owner)
             self.k1 = check_number(params["k1"], "k1", owner, low=0.0)
             self.b = check_number(params["b"], "b", owner, low=0.0, high=1.0)
             self.delta = check_number(params["delta"], "delta", owner, low=0.0)
@@ -441,6 +679,17 @@ class BM25Retriever(Retriever):
                 raise ValueError("vocab.json is not a list of terms")
         except (KeyError, TypeError, ValueError, OSError, RecursionError) as e:
             raise IndexFormatError(f"BM25Retriever.load: {data_dir} has bad params or vocab ({e}); rebuild the index.") from e
+        self._source = str(data_dir)
+        if params["format_version"] == 1:
+            self._read_v1(data_dir, n_docs, n_terms, terms)
+        else:
+            self._read_v2(data_dir, params, n_docs, n_terms, terms, mmap)
+        self.vocab = {t: i for i, t in enumerate(terms)}
+        if len(self.vocab) != n_terms:
+            raise IndexFormatError(f"BM25Retriever.load: {data_dir}/vocab.json repeats a term; rebuild the index.")
+        return self
+
+    def _read_v1(self, data_dir: Path, n_docs: int, n_terms: int, terms: list[str]) -> None:
         arrays = load_npz(data_dir / "scores.npz")
         self.documents = read_documents(data_dir / "documents.jsonl")
         try:
@@ -453,13 +702,74 @@ class BM25Retriever(Retriever):
             matrix.check_format(full_check=True)
             if arrays["nonocc"].shape != (n_terms,):
                 raise ValueError("nonocc has the wrong shape")
-            nonocc = arrays["nonocc"].astype(np.float32)
         except (KeyError, TypeError, ValueError) as e:
             raise IndexFormatError(f"BM25Retriever.load: {data_dir} is inconsistent ({e}); rebuild the index.") from e
-        self.vocab = {t: i for i, t in enumerate(terms)}
-        self._set_matrix(matrix, nonocc)
-        return self
+        self._indptr = matrix.indptr.astype(np.int64)
+        self._indices = matrix.indices.astype(np.int32)
+        self._data = matrix.data
+        self._set_scores(arrays["nonocc"].astype(np.float32))
+
+    def _read_v2(self, data_dir: Path, params: dict[str, Any], n_docs: int, n_terms: int, terms: list[str],
+                 mmap: bool) -> None:
+        a = {name: load_npy(data_dir / f"{name}.npy", mmap=mmap) for name in _ARRAYS}
+        offsets = load_npy(data_dir / "documents.offsets.npy", mmap=mmap)
+        try:
+            _check_arrays(a, offsets, n_docs, n_terms, len(terms), int(params["nnz"]), full=not mmap)
+            has_negative = params["has_negative"]
+            if not isinstance(has_negative, bool):
+                raise ValueError("has_negative is not a boolean")
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
+            raise IndexFormatError(f"BM25Retriever.load: {data_dir} is inconsistent ({e}); rebuild the index.") from e
+        docs_path = data_dir / "documents.jsonl"
+        self.documents = DiskDocuments(docs_path, offsets) if mmap else read_documents(docs_path)
+        if len(self.documents) != n_docs:
+            raise IndexFormatError(f"BM25Retriever.load: {docs_path} holds {len(self.documents)} documents, "
+                                   f"params.json says {n_docs}; rebuild the index.")
+        self._indptr, self._indices, self._data = a["indptr"], a["indices"], a["scores"]
+        self._tf, self._doclen = a["tf"], a["doclen"]
+        self._set_scores(np.asarray(a["nonocc"], dtype=np.float32), has_negative)
+        self._mapped = mmap
 
     def __repr__(self) -> str:
         return (f"BM25Retriever(method={self.method!r}, k1={self.k1}, b={self.b}, "
                 f"docs={len(self.documents)}, terms={len(self.vocab)}, backend={self.backend!r})")
+
+
+def _check_arrays(a: dict[str, np.ndarray], offsets: np.ndarray, n_docs: int, n_terms: int, n_vocab: int, nnz: int,
+                  *, full: bool) -> None:
+    """Shapes and dtypes always; with ``full`` also every document number and offset (reads
+    the whole index, so a memory-mapped load skips it and checks postings per query)."""
+    want = {"scores": ("f", (nnz,)), "indices": ("i", (nnz,)), "indptr": ("i", (n_terms + 1,)),
+            "nonocc": ("f", (n_terms,)), "tf": ("u", (nnz,)), "doclen": ("i", (n_docs,))}
+    for name, (kind, shape) in want.items():
+        if a[name].dtype.kind != kind or a[name].shape != shape:
+            raise ValueError(f"{name}.npy has dtype {a[name].dtype} and shape {a[name].shape}, expected "
+                             f"kind {kind!r} and shape {shape}")
+    if n_vocab != n_terms or offsets.shape != (n_docs + 1,) or offsets.dtype.kind not in "iu":
+        raise ValueError("vocabulary, documents and params.json disagree")
+    indptr = a["indptr"]
+    if n_terms and (int(indptr[0]) != 0 or int(indptr[-1]) != nnz or bool(np.any(np.diff(indptr) < 0))):
+        raise ValueError("indptr is not an ascending offset array")
+    if full:
+        idx = a["indices"]
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n_docs):
+            raise ValueError("a posting names a document out of range")
+        if bool(np.any(np.diff(offsets) <= 0)):
+            raise ValueError("document offsets are not ascending")
+
+
+def _check_unique_ids(d: Path, offsets: np.ndarray, hashes: np.ndarray, owner: str) -> None:
+    """Raise if two documents written to ``d`` share an id (hashes first; equal hashes are
+    confirmed by reading the ids back)."""
+    order = np.argsort(hashes, kind="stable")
+    same = np.flatnonzero(hashes[order][1:] == hashes[order][:-1])
+    if not same.size:
+        return
+    store = DiskDocuments(d / "documents.jsonl", offsets)
+    seen: dict[str, int] = {}
+    for pos in sorted(set(order[same].tolist()) | set(order[same + 1].tolist())):
+        doc_id = store[pos].id
+        if doc_id in seen:
+            raise ValueError(f"{owner}: duplicate document id {doc_id!r} (documents {seen[doc_id]} and {pos}); "
+                             "ids must be unique within a corpus.")
+        seen[doc_id] = pos

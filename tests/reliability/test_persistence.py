@@ -140,6 +140,53 @@ def _kill_worker(kind: str, root: str, random_kills: int, seed: int) -> None:  #
     print(json.dumps(rows))
 
 
+def _update_kill_worker(root: str) -> None:  # pragma: no cover - subprocess
+    """Load an index memory-mapped, delete and add documents, save over the same folder: in
+    forked children killed at every file-system call. One JSON row per kill: what loads after."""
+    idx = Path(root) / "idx"
+    base = make_corpus(200, seed=1)
+    extra = [{**d, "_id": f"new{i}"} for i, d in enumerate(make_corpus(40, seed=3))]
+    gone = [d["_id"] for d in base[:15]]
+    old = BM25Retriever.from_documents(base)
+    expected = {"old": _answers(old), "new": _answers(BM25Retriever.from_documents(base[15:] + extra))}
+
+    def outcome() -> str:
+        try:
+            got = _answers(BM25Retriever.load(idx))
+        except Exception as e:  # noqa: BLE001 - reported to the test
+            return f"error: {type(e).__name__}: {e}"
+        return next((name for name, ans in expected.items() if ans == got), "other")
+
+    rows = []
+    for k in range(1, 500):
+        old.save(idx)
+        pid = os.fork()
+        if pid == 0:
+            _arm_kill_at(k)
+            r = BM25Retriever.load(idx, mmap=True)
+            r.delete(gone)
+            r.add_documents(extra)
+            r.save(idx)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        killed = os.WIFSIGNALED(status)
+        rows.append({"k": k, "killed": killed, "outcome": outcome()})
+        if not killed:
+            break
+    print(json.dumps(rows))
+
+
+def test_a_kill_during_an_update_leaves_the_previous_index_loadable(tmp_path):
+    code = f"from tests.reliability.test_persistence import _update_kill_worker; _update_kill_worker({str(tmp_path)!r})"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(rows) > 10 and not rows[-1]["killed"] and rows[-1]["outcome"] == "new"
+    bad = [r for r in rows if r["outcome"] not in ("old", "new")]
+    assert not bad, bad[:3]
+    assert {r["outcome"] for r in rows if r["killed"]} == {"old", "new"}  # killed before and after the switch
+
+
 def _run_kill_worker(kind: str, tmp_path: Path, random_kills: int) -> list[dict]:
     code = (f"from tests.reliability.test_persistence import _kill_worker; "
             f"_kill_worker({kind!r}, {str(tmp_path)!r}, {random_kills}, 7)")
@@ -250,6 +297,7 @@ def saved(tmp_path_factory):
     out = {}
     BM25Retriever.from_documents(make_corpus(60)).save(root / "bm25")
     out["bm25"] = (root / "bm25", BM25Retriever.load)
+    out["bm25-mmap"] = (root / "bm25", _load_mapped_and_query)
     try:
         from ragprune import DenseRetriever
 
@@ -258,6 +306,16 @@ def saved(tmp_path_factory):
     except ImportError:
         pass
     return out
+
+
+def _load_mapped_and_query(path):
+    """A memory-mapped load defers the checks that read every posting to query time."""
+    r = BM25Retriever.load(path, mmap=True)
+    for q in ("cell gene", "protein", "cell cell gene protein growth"):
+        r.retrieve(q, k=3)
+    r.retrieve_many(["cell gene"] * 5, k=3)
+    r.retrieve(" ".join(r.vocab), k=3)  # every posting list
+    return r
 
 
 def _copy(saved, kind, tmp_path) -> tuple[Path, Path, object]:
@@ -277,7 +335,9 @@ def _mutations(data: bytes) -> dict[str, bytes | None]:
     return out
 
 
-FILES = {"bm25": ["manifest.json", "params.json", "vocab.json", "documents.jsonl", "scores.npz"],
+BM25_FILES = ["manifest.json", "params.json", "vocab.json", "documents.jsonl", "documents.offsets.npy", "scores.npy",
+              "indices.npy", "indptr.npy", "nonocc.npy", "tf.npy", "doclen.npy"]
+FILES = {"bm25": BM25_FILES, "bm25-mmap": BM25_FILES,
          "dense": ["manifest.json", "params.json", "documents.jsonl", "index.faiss"]}
 
 
@@ -300,7 +360,9 @@ def test_every_damaged_file_fails_clearly(saved, tmp_path, kind, victim):
     load(root)  # restored: loads again
 
 
-@pytest.mark.parametrize("kind, victim", [("bm25", "scores.npz"), ("dense", "index.faiss")])
+@pytest.mark.parametrize("kind, victim", [("bm25", "scores.npy"), ("bm25", "indices.npy"), ("bm25-mmap", "indices.npy"),
+                                          ("bm25-mmap", "indptr.npy"), ("bm25-mmap", "documents.offsets.npy"),
+                                          ("dense", "index.faiss")])
 def test_bit_flips_in_binary_files_never_crash(saved, tmp_path, kind, victim):
     root, data_dir, load = _copy(saved, kind, tmp_path)
     path = data_dir / victim
@@ -336,20 +398,26 @@ def test_bm25_bad_params_fail_clearly(saved, tmp_path, params_patch, msg):
         load(root)
 
 
+@pytest.mark.parametrize("mmap", [False, True])
 @pytest.mark.parametrize("arrays", [
-    {"data": np.array(["a", "b"]), "indices": np.zeros(2, np.int32), "indptr": np.zeros(3), "nonocc": np.zeros(2)},
-    {"data": np.zeros(3, np.float32), "indices": np.array([0, 99999, 1], np.int32)},
+    {"scores": np.array(["a", "b"]), "indices": np.zeros(2, np.int32), "indptr": np.zeros(3), "nonocc": np.zeros(2)},
+    {"indices": np.array([0, 99999, 1], np.int32)},
     {"nonocc": np.array(["x"] * 5)},
     {"indptr": np.array([5, 3, 1])},
+    {"tf": np.zeros(3, np.float32)},
+    {"doclen": np.zeros((2, 2), np.int32)},
 ])
-def test_bm25_npz_with_wrong_arrays_fails_clearly(saved, tmp_path, arrays):
-    """Arrays of the wrong dtype used to escape as a raw ValueError from numpy."""
-    root, data_dir, load = _copy(saved, "bm25", tmp_path)
-    with np.load(data_dir / "scores.npz") as z:
-        current = {k: z[k] for k in z.files}
-    np.savez(data_dir / "scores.npz", **{**current, **arrays})
+def test_bm25_arrays_of_the_wrong_kind_fail_clearly(saved, tmp_path, arrays, mmap):
+    """Arrays of the wrong dtype or shape used to escape as a raw ValueError from numpy."""
+    root, data_dir, _ = _copy(saved, "bm25", tmp_path)
+    for name, arr in arrays.items():
+        if name == "indices":  # the right length, one document out of range
+            current = np.load(data_dir / "indices.npy")
+            arr = current.copy()
+            arr[len(arr) // 2] = 99999
+        np.save(data_dir / f"{name}.npy", arr)
     with pytest.raises(IndexFormatError, match="rebuild the index"):
-        load(root)
+        _load_mapped_and_query(root) if mmap else BM25Retriever.load(root)
 
 
 @pytest.mark.parametrize("vocab", ['{"a": 1}', "42", '["ok", 7]', '"string"'])
@@ -374,12 +442,11 @@ class _Exploit:
         return (Path.write_text, (Path(self.marker), "pwned"))
 
 
-def test_pickle_payloads_in_npz_are_rejected_before_unpickling(saved, tmp_path, monkeypatch):
+@pytest.mark.parametrize("mmap", [False, True])
+def test_pickle_payloads_in_npy_are_rejected_before_unpickling(saved, tmp_path, monkeypatch, mmap):
     root, data_dir, load = _copy(saved, "bm25", tmp_path)
     marker = tmp_path / "PWNED"
-    npz = data_dir / "scores.npz"
-    with np.load(npz) as z:
-        current = {k: z[k] for k in z.files}
+    npy = data_dir / "scores.npy"
     evil = np.empty(1, dtype=object)
     evil[0] = _Exploit(str(marker))
     calls = []
@@ -392,17 +459,31 @@ def test_pickle_payloads_in_npz_are_rejected_before_unpickling(saved, tmp_path, 
     monkeypatch.setattr(np, "load", spy)
     for payload in ("object array", "raw pickle"):
         if payload == "object array":
-            np.savez(npz, **{**current, "data": evil})
+            np.save(npy, evil, allow_pickle=True)
         else:
-            npz.write_bytes(pickle.dumps(_Exploit(str(marker))))
-        with pytest.raises(IndexFormatError, match=re.escape(str(npz))):
-            load(root)
+            npy.write_bytes(pickle.dumps(_Exploit(str(marker))))
+        with pytest.raises(IndexFormatError, match=re.escape(str(npy))):
+            BM25Retriever.load(root, mmap=mmap)
         assert not marker.exists(), f"{payload}: the pickle was executed"
     assert calls and all(c is False for c in calls)  # every np.load of an index refused pickles
 
 
+def test_format_1_indexes_still_load_and_refuse_pickles(tmp_path, monkeypatch):
+    """Indexes of format 1 (scores.npz) load; a pickle inside is refused."""
+    src = Path(__file__).parents[1] / "data" / "bm25_index_v1_old_defaults"
+    root = tmp_path / "v1"
+    shutil.copytree(src, root)
+    assert BM25Retriever.load(root).retrieve("capital city of France", k=1)[0].id == "paris"
+    npz = next(root.glob("v-*")) / "scores.npz"
+    marker = tmp_path / "PWNED"
+    npz.write_bytes(pickle.dumps(_Exploit(str(marker))))
+    with pytest.raises(IndexFormatError, match=re.escape(str(npz))):
+        BM25Retriever.load(root)
+    assert not marker.exists()
+
+
 def test_saved_indexes_hold_no_pickles(saved):
-    allowed = {".json", ".jsonl", ".npz", ".faiss"}
+    allowed = {".json", ".jsonl", ".npy", ".faiss"}
     for root, _ in saved.values():
         files = [p for p in root.rglob("*") if p.is_file()]
         assert files and {p.suffix for p in files} <= allowed
@@ -414,7 +495,7 @@ def test_saved_indexes_hold_no_pickles(saved):
 
 
 @pytest.mark.parametrize("kind", ["bm25", "dense"])
-@pytest.mark.parametrize("version, msg", [(2, "format version 2"), (0, "format version 0"), ("1", "format version 1"),
+@pytest.mark.parametrize("version, msg", [(3, "format version 3"), (0, "format version 0"), ("1", "format version 1"),
                                           (None, "format version None")])
 def test_other_format_versions_fail_clearly(saved, tmp_path, kind, version, msg):
     root, data_dir, load = _copy(saved, kind, tmp_path)
