@@ -253,7 +253,7 @@ class Analyzer:
         self.stopwords = frozenset(w.lower() for w in words)
         self.min_token_length = min_token_length
         self._stem = self._make_stemmer(stemmer)
-        self._cache: dict[str, str | None] = {}
+        self._cache: dict[str, str] = {}  # word -> term, "" when dropped
 
     @staticmethod
     def _make_stemmer(name: str) -> Callable[[str], str] | None:
@@ -284,20 +284,25 @@ class Analyzer:
 
     def term(self, word: str) -> str | None:
         """The index term for one lowercase word, or None if it is dropped."""
-        cache = self._cache
-        if word in cache:
-            return cache[word]
+        return self._cache.get(word) or self._miss(word) or None
+
+    def _miss(self, word: str) -> str:
+        """Analyse a word not in the cache; ``""`` when it is dropped (the cache stores that too)."""
         if word in self.stopwords or len(word) < self.min_token_length:
-            out = None
+            out = ""
         else:
             out = self._stem(word) if self._stem else word
-        if len(cache) < 2_000_000:  # bounded: hostile input cannot grow it forever
-            cache[word] = out
+        if len(self._cache) < 2_000_000:  # bounded: hostile input cannot grow it forever
+            self._cache[word] = out
         return out
 
     def __call__(self, text: str) -> list[str]:
-        term = self.term
-        return [t for w in _WORD_RE.findall(text.lower()) if (t := term(w)) is not None]
+        words = _WORD_RE.findall(text.lower())
+        terms = list(map(self._cache.get, words))  # C-speed lookups; None marks a word not seen yet
+        if None in terms:
+            miss = self._miss
+            terms = [t if t is not None else miss(w) for w, t in zip(words, terms)]
+        return list(filter(None, terms))  # "" marks a dropped word
 
     def analyze_many(self, texts: Sequence[str]) -> list[list[str]]:
         return [self(t) for t in texts]

@@ -15,13 +15,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
 __all__ = ["Postings", "PostingsBuilder", "merge", "select", "score", "idf", "tf_component"]
 
-_SCORE_BLOCK = 1 << 22  # postings scored per step (bounds the float64 temporaries to ~100 MB)
+_SCORE_BLOCK = 1 << 20  # postings scored per step (bounds the float64 temporaries to ~50 MB)
 
 
 def smallest_uint(max_value: int) -> np.dtype:
@@ -84,8 +85,10 @@ class PostingsBuilder:
         if self.n_docs + n > np.iinfo(np.int32).max:
             raise ValueError("BM25Retriever: more than 2**31 - 1 documents do not fit one index; shard the corpus.")
         vocab = self.vocab
-        ids = np.fromiter((vocab.setdefault(t, len(vocab)) for toks in tokens for t in toks), dtype=np.int64)
         lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=n)
+        for t in set(chain.from_iterable(tokens)).difference(vocab):
+            vocab[t] = len(vocab)  # new terms in an arbitrary order: finish() sorts the vocabulary anyway
+        ids = np.fromiter(map(vocab.__getitem__, chain.from_iterable(tokens)), dtype=np.int64, count=int(lengths.sum()))
         keys = ids * n + np.repeat(np.arange(n, dtype=np.int64), lengths)
         uniq, tf = np.unique(keys, return_counts=True)  # sorted by term, then document
         term, doc = np.divmod(uniq, n)
