@@ -17,13 +17,14 @@ concurrent save while it reads (:func:`load_index`) starts again from the new ma
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
 import shutil
 import uuid
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -304,3 +305,30 @@ def save_npy(path: Path, arr: Any) -> None:
     import numpy as np
 
     np.save(path, arr, allow_pickle=False)
+
+
+def open_text(path: Path, owner: str) -> Any:
+    """Open a UTF-8 text file, or its ``.gz`` twin when only that exists (or it is named)."""
+    for p in (path, path.with_name(path.name + ".gz")):
+        if p.is_file():
+            return gzip.open(p, "rt", encoding="utf-8") if p.suffix == ".gz" else open(p, encoding="utf-8")
+    raise FileNotFoundError(f"{owner}: {path} not found (nor {path.name}.gz).")
+
+
+def iter_jsonl(path: Path, owner: str) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a (gzipped) JSON-lines file, read lazily; errors name the line."""
+    with open_text(path, owner) as f:
+        n = 0
+        try:
+            for n, line in enumerate(f, 1):  # noqa: B007 - n names the line of a decoding error
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except (ValueError, RecursionError) as e:  # RecursionError: absurdly nested JSON
+                        raise ValueError(f"{owner}: {path}:{n} is not valid JSON ({e}).") from e
+                    if not isinstance(row, dict):
+                        raise ValueError(f"{owner}: {path}:{n} is a JSON {type(row).__name__}, not an object.")
+                    yield row
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{owner}: {path} is not UTF-8 text (line {n + 1}, byte {e.start}); "
+                             "re-encode the file as UTF-8.") from e

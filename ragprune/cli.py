@@ -24,23 +24,18 @@ from typing import Any
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
-def _load_corpus(path: Path) -> list[Any]:
-    from .datasets.beir import _jsonl
+def _iter_corpus(path: Path) -> Any:
+    """The documents of a BEIR folder's corpus.jsonl or of a .jsonl file, read lazily."""
+    from ._io import iter_jsonl
     from .types import Document
 
     if path.is_dir():
         path = path / "corpus.jsonl"
-    docs = []
-    try:
-        rows = list(_jsonl(path))
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text ({e}); re-encode the corpus as UTF-8.") from e
-    for r in rows:
+    for r in iter_jsonl(path, "ragprune index"):
         doc_id = r.get("_id", r.get("id"))
         if doc_id is None:
             raise ValueError(f"{path}: every line needs an '_id' or 'id'.")
-        docs.append(Document(id=str(doc_id), text=r.get("text") or "", title=r.get("title") or ""))
-    return docs
+        yield Document(id=str(doc_id), text=r.get("text") or "", title=r.get("title") or "")
 
 
 def _hits_json(hits: list[Any]) -> list[dict[str, Any]]:
@@ -57,18 +52,17 @@ def _print_hits(hits: list[Any]) -> None:
 def cmd_index(args: argparse.Namespace) -> int:
     from .retrieve.bm25 import BM25Retriever
 
-    docs = _load_corpus(args.corpus)
-    r = BM25Retriever.from_documents(docs, method=args.method, k1=args.k1, b=args.b, show_progress=not args.quiet)
-    r.save(args.index)
-    msg = {"index": str(args.index), "documents": len(docs), "terms": len(r.vocab)}
-    print(json.dumps(msg) if args.json else f"indexed {len(docs)} documents ({len(r.vocab)} terms) into {args.index}")
+    r = BM25Retriever.build(_iter_corpus(args.corpus), args.index, method=args.method, k1=args.k1, b=args.b,
+                            show_progress=not args.quiet)  # streamed: bounded memory for any corpus size
+    msg = {"index": str(args.index), "documents": len(r), "terms": len(r.vocab)}
+    print(json.dumps(msg) if args.json else f"indexed {len(r)} documents ({len(r.vocab)} terms) into {args.index}")
     return EXIT_OK
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     from .retrieve.bm25 import BM25Retriever
 
-    hits = BM25Retriever.load(args.index).retrieve(args.query, k=args.k)
+    hits = BM25Retriever.load(args.index, mmap=True).retrieve(args.query, k=args.k)
     print(json.dumps(_hits_json(hits))) if args.json else _print_hits(hits)
     return EXIT_OK
 
@@ -77,7 +71,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     from .rerank.cross_encoder import CrossEncoderReranker
     from .retrieve.bm25 import BM25Retriever
 
-    hits = BM25Retriever.load(args.index).retrieve(args.query, k=args.candidates)
+    hits = BM25Retriever.load(args.index, mmap=True).retrieve(args.query, k=args.candidates)
     out = CrossEncoderReranker(args.model, first_stage_weight="recommended").rerank(args.query, hits, k=args.k)
     print(json.dumps(_hits_json(out))) if args.json else _print_hits(out)
     return EXIT_OK

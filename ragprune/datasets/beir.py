@@ -7,13 +7,12 @@ dataset folder can execute code.
 from __future__ import annotations
 
 import csv
-import gzip
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._io import iter_jsonl, open_text
 from ..types import Document
 
 __all__ = ["BeirDataset", "load_beir", "read_qrels"]
@@ -38,23 +37,11 @@ class BeirDataset:
 
 
 def _open(path: Path):
-    for p in (path, path.with_name(path.name + ".gz")):
-        if p.is_file():
-            return gzip.open(p, "rt", encoding="utf-8") if p.suffix == ".gz" else open(p, encoding="utf-8")
-    raise FileNotFoundError(f"load_beir: {path} not found (nor {path.name}.gz); is this a BEIR folder?")
+    return open_text(path, "load_beir")
 
 
 def _jsonl(path: Path) -> Iterator[dict]:
-    with _open(path) as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except (ValueError, RecursionError) as e:  # RecursionError: absurdly nested JSON
-                    raise ValueError(f"load_beir: {path}:{n} is not valid JSON ({e}).") from e
-                if not isinstance(row, dict):
-                    raise ValueError(f"load_beir: {path}:{n} is a JSON {type(row).__name__}, not an object.")
-                yield row
+    return iter_jsonl(path, "load_beir")
 
 
 def read_qrels(path: str | os.PathLike[str]) -> dict[str, dict[str, int]]:

@@ -23,7 +23,6 @@ implementation to compare against.
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ import scipy.sparse as sp
 from .._docstore import DiskDocuments, DocumentView
 from .._io import (
     IndexFormatError,
+    iter_jsonl,
     load_index,
     load_npy,
     load_npz,
@@ -83,18 +83,6 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     it = iter(items)
     while chunk := list(islice(it, size)):
         yield chunk
-
-
-def _read_jsonl(path: Path) -> Iterator[Any]:
-    """Rows of a (gzipped) JSON-lines corpus such as BEIR's corpus.jsonl, read lazily."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except ValueError as e:
-                    raise ValueError(f"BM25Retriever.build: {path}:{n} is not valid JSON ({e}).") from e
 
 
 class BM25Retriever(Retriever):
@@ -264,7 +252,7 @@ class BM25Retriever(Retriever):
             corpus = Path(source)
             if not corpus.is_file():
                 raise FileNotFoundError(f"{owner}: no corpus file at {corpus}; give a .jsonl file or an iterable.")
-            source = _read_jsonl(corpus)
+            source = iter_jsonl(corpus, owner)
         elif isinstance(source, (bytes, dict, Document)) or not isinstance(source, Iterable):
             raise TypeError(f"{owner}: source must be an iterable of documents or a .jsonl path, "
                             f"got {type(source).__name__}.")
