@@ -188,3 +188,19 @@ def test_damaged_offsets_fail_clearly(corpus, tmp_path):
     r = BM25Retriever.load(tmp_path / "idx", mmap=True)
     with pytest.raises(IndexFormatError, match="rebuild the index"):
         [r.documents[i] for i in range(len(r.documents))]
+
+
+def test_float16_scores_halve_the_score_array_and_survive_updates(corpus, queries, tmp_path):
+    full = BM25Retriever.from_documents(corpus)
+    half = BM25Retriever.from_documents(corpus[:300], score_dtype="float16")
+    half.add_documents(corpus[300:])
+    assert half._data.dtype == np.float16 and half._data.nbytes * 2 == full._data.nbytes
+    for q in queries:
+        a, b = full.retrieve(q, k=5), half.retrieve(q, k=5)
+        assert [h.score for h in b] == pytest.approx([h.score for h in a], rel=2e-3, abs=1e-3)
+    half.save(tmp_path / "idx")
+    for mmap in (False, True):
+        loaded = BM25Retriever.load(tmp_path / "idx", mmap=mmap)
+        assert loaded.score_dtype == "float16" and loaded.retrieve_many(queries, k=5) == half.retrieve_many(queries, k=5)
+    with pytest.raises(ValueError, match="score_dtype"):
+        BM25Retriever.from_documents(corpus, score_dtype="int8")  # type: ignore[arg-type]

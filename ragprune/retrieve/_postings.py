@@ -226,8 +226,10 @@ def tf_component(method: str, tf: np.ndarray, norm: np.ndarray, k1: float, delta
     return out
 
 
-def score(p: Postings, method: str, k1: float, b: float, delta: float, epsilon: float) -> tuple[np.ndarray, np.ndarray]:
-    """float32 score of every posting and the per-term score of an absent term (tf = 0).
+def score(p: Postings, method: str, k1: float, b: float, delta: float, epsilon: float,
+          dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+    """Score of every posting (``dtype``: float32 or float16) and the per-term float32 score of
+    an absent term (tf = 0).
 
     Variants that score documents without the term (BM25L, BM25+) store ``score(tf) -
     score(0)`` so the matrix stays sparse; the query adds ``score(0)`` back per term.
@@ -237,7 +239,7 @@ def score(p: Postings, method: str, k1: float, b: float, delta: float, epsilon: 
     avgdl = total / n_docs if n_docs and total > 0 else 1.0
     term_idf = idf(method, n_docs, p.df, epsilon)
     zero = tf_component(method, np.zeros(1), np.ones(1), k1, delta)[0]
-    data = np.empty(p.indices.size, dtype=np.float32)
+    data = np.empty(p.indices.size, dtype=dtype)
     for a in range(0, data.size, _SCORE_BLOCK):
         e = min(data.size, a + _SCORE_BLOCK)
         rows = np.searchsorted(p.indptr, np.arange(a, e), side="right") - 1
