@@ -68,7 +68,10 @@ def test_build_from_jsonl_and_gzip_files(corpus, queries, tmp_path):
     with gzip.open(gz, "wt", encoding="utf-8") as f:
         f.write(path.read_text(encoding="utf-8"))
     reference = BM25Retriever.from_documents(corpus)
-    for src in (path, str(gz)):
+    beir = tmp_path / "beir"
+    beir.mkdir()
+    (beir / "corpus.jsonl.gz").write_bytes(gz.read_bytes())
+    for src in (path, str(gz), beir):
         _assert_same_index(BM25Retriever.build(src, tmp_path / "idx", chunk_size=50, show_progress=False), reference,
                            queries)
 

@@ -239,8 +239,9 @@ class BM25Retriever(Retriever):
 
         Args:
             source: An iterable of documents (``Document``, str, BEIR-style dict; a generator
-                is fine) or the path of a JSON-lines corpus (``.jsonl`` or ``.jsonl.gz``, rows
-                with ``_id``/``id``, ``title``, ``text``), read lazily.
+                is fine), the path of a JSON-lines corpus (``.jsonl`` or ``.jsonl.gz``, rows
+                with ``_id``/``id``, ``title``, ``text``) or a BEIR folder (its
+                ``corpus.jsonl``), read lazily.
             path: Index folder to write (replaced atomically if it holds an index).
             mmap: Return the index loaded with ``mmap=True`` (else fully in memory).
             Others: as :meth:`from_documents`.
@@ -258,7 +259,9 @@ class BM25Retriever(Retriever):
         check_positive_int(chunk_size, "chunk_size", owner)
         if isinstance(source, (str, os.PathLike)):
             corpus = Path(source)
-            if not corpus.is_file():
+            if corpus.is_dir():  # a BEIR folder
+                corpus = corpus / "corpus.jsonl"
+            if not corpus.is_file() and not corpus.with_name(corpus.name + ".gz").is_file():
                 raise FileNotFoundError(f"{owner}: no corpus file at {corpus}; give a .jsonl file or an iterable.")
             source = iter_jsonl(corpus, owner)
         elif isinstance(source, (bytes, dict, Document)) or not isinstance(source, Iterable):
