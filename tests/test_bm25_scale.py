@@ -207,3 +207,20 @@ def test_float16_scores_halve_the_score_array_and_survive_updates(corpus, querie
         assert loaded.score_dtype == "float16" and loaded.retrieve_many(queries, k=5) == half.retrieve_many(queries, k=5)
     with pytest.raises(ValueError, match="score_dtype"):
         BM25Retriever.from_documents(corpus, score_dtype="int8")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_ranking_without_sorting_the_corpus_keeps_ties_in_corpus_order(method):
+    """The single-query path ranks only the documents that can reach the top k; ties at the
+    k-th place must still resolve by corpus order, exactly as a full ranking does."""
+    docs = [f"alpha beta common filler {i % 3}" for i in range(60)] + ["alpha alpha rare beta"] * 5
+    docs += [f"common filler words {i}" for i in range(200)]
+    r = BM25Retriever.from_documents(docs, method=method)
+    for q in ("alpha beta", "rare alpha", "common", "filler 1 alpha", "beta"):
+        scores = r.get_scores(q)
+        order = np.lexsort((np.arange(scores.size), -scores))
+        for k in (1, 7, 10, 64, 300):
+            hits = r.retrieve(q, k=k)
+            assert [h.id for h in hits] == [str(i) for i in order[:k]], (q, k)
+            assert [h.score for h in hits] == scores[order[:k]].tolist()
+            assert r.retrieve_many([q] * 4, k=k)[0] == hits

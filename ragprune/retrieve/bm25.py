@@ -75,6 +75,8 @@ _SPARSE_RATIO = 8
 # retrieve_many with at least this many queries takes the batched path (a sparse product per
 # chunk of _QUERY_CHUNK queries); fewer go one at a time. Both give the same results.
 _BATCH_MIN = 4
+# documents of the rarest query terms scored to bound the k-th best score (BM25Retriever._candidates)
+_BOUND_SAMPLE = 2048
 _QUERY_CHUNK = 512
 SCORE_DTYPES = ("float32", "float16")
 _ARRAYS = ("scores", "indices", "indptr", "nonocc", "tf", "doclen")
@@ -434,11 +436,49 @@ class BM25Retriever(Retriever):
         ids, counts = self._query_terms(query)
         docs, vals = self._postings(ids, counts)
         shift = self._shift(ids, counts)
-        if self._has_negative or docs.size * _SPARSE_RATIO >= len(self.documents):
+        if self._has_negative:
             scores = self._dense(docs, vals, shift)
             return self._hits(topk(scores, k), scores)
+        if docs.size * _SPARSE_RATIO >= len(self.documents):
+            sums = np.bincount(docs, weights=vals, minlength=len(self.documents))
+            if shift:
+                sums += shift
+            cand = self._candidates(sums, ids, k)
+            if cand is None:
+                scores = sums.astype(np.float32)
+                return self._hits(topk(scores, k), scores)
+            scores = sums[cand].astype(np.float32)
+            order = topk(scores, k, ids=cand)
+            return [ScoredDocument(self.documents[d], s) for d, s in zip(cand[order].tolist(), scores[order].tolist())]
         matched, inverse = np.unique(docs, return_inverse=True)
         return self._rank(matched, np.bincount(inverse.ravel(), weights=vals, minlength=matched.size), shift, k)
+
+    def _candidates(self, sums: np.ndarray, ids: list[int], k: int) -> np.ndarray | None:
+        """Every document that can be in the top ``k`` of the float64 ``sums``, in corpus order,
+        found without ranking the whole corpus (None: no shortcut, rank everything).
+
+        The documents of the query's rarest terms are scored already: the k-th best of their
+        scores is a lower bound of the k-th best overall, and usually close to it, so one
+        comparison over the corpus leaves few candidates. The bound is lowered by one float32
+        step so that no document whose float32 score ties the k-th one is left out.
+        """
+        indptr, indices = self._indptr, self._indices
+        rare = sorted(ids, key=lambda t: int(indptr[t + 1] - indptr[t]))
+        parts, total = [], 0
+        for t in rare:
+            parts.append(indices[indptr[t]:indptr[t + 1]])
+            total += parts[-1].size
+            if total >= _BOUND_SAMPLE:
+                break
+        seen = parts[0]  # one posting list names each document once
+        if len(parts) > 1:
+            seen = np.sort(np.concatenate(parts))
+            seen = seen[np.concatenate(([True], seen[1:] != seen[:-1]))]
+        if seen.size < k:
+            return None
+        kth = -np.partition(-sums[seen], k - 1)[k - 1]
+        floor = float(np.nextafter(np.float32(kth), np.float32(-np.inf)))
+        return np.flatnonzero(sums > floor)
 
     def _retrieve_chunk(self, queries: list[str], k: int) -> list[list[ScoredDocument]]:
         """Batched path: one sparse product (float64) of the queries' term counts with the
