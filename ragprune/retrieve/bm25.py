@@ -384,7 +384,7 @@ class BM25Retriever(Retriever):
         return out
 
     def _check_documents(self, docs: np.ndarray) -> None:
-        if docs.size and (int(docs.min()) < 0 or int(docs.max()) >= len(self.documents)):
+        if docs.size and int(docs.view(np.uint32).max()) >= len(self.documents):  # a negative one is huge as uint32
             raise IndexFormatError(f"BM25Retriever: the index files at {self._source} hold a document number out of "
                                    "range (a damaged file); rebuild the index.")
 
