@@ -5,7 +5,7 @@ index time and stored in a CSR layout with one row per term, so a row is a posti
 query (``retrieve``) slices the posting lists of its terms and sums them with ``np.bincount``: no
 sparse matrix is built per call. A batch (``retrieve_many``) becomes a sparse query-by-term
 matrix of term counts, and one sparse product per chunk gives every query's scores. Both paths
-add the same float64 numbers in the same order, so a query gets the same documents and scores
+add the same float32 numbers in the same order, so a query gets the same documents and scores
 alone or in a batch. Variants whose score is non-zero for documents *without* a term (BM25L,
 BM25+) store ``score(tf) - score(0)`` and add the per-term constant back per query, which keeps
 the matrix sparse.
@@ -119,7 +119,7 @@ class BM25Retriever(Retriever):
         chunk_size: Documents analysed per step (bounds the memory of the analysis).
         score_dtype: ``"float32"`` (default) or ``"float16"``: stored scores at half the size
             (the postings of short passages shrink by about a fifth, documents excluded); sums
-            are still float64. SciFact nDCG@10 is unchanged (eval/README.md, "eval/scale.py").
+            are float32 either way. SciFact nDCG@10 is unchanged (eval/README.md, "eval/scale.py").
 
     Example:
         >>> bm25 = BM25Retriever.from_documents(["Paris is in France.", "Berlin is in Germany."])
@@ -362,25 +362,35 @@ class BM25Retriever(Retriever):
         ids = sorted(counts)
         return ids, [counts[i] for i in ids]
 
-    def _postings(self, ids: list[int], counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Documents and scores of every posting of the query terms, term after term.
+    def _postings(self, ids: list[int], counts: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The documents and float32 scores of each query term's posting list, term after term.
 
-        The rows of the (term, document) CSR matrix are the posting lists, so this is slicing
-        and one concatenation: no sparse matrix is built per query. A term that occurs ``c > 1``
-        times has its scores multiplied by ``c`` in float64 (exact, as in the batched product).
+        The rows of the (term, document) CSR layout are the posting lists, so this is slicing:
+        no sparse matrix is built per query. A term that occurs ``c > 1`` times has its scores
+        multiplied by ``c`` in float32, as in the batched product.
         """
         indices, data, indptr = self._indices, self._data, self._indptr
         bounds = indptr.take(ids).tolist(), indptr.take([i + 1 for i in ids]).tolist()
-        docs, vals = [], []
+        out = []
         for a, e, c in zip(*bounds, counts):
             if a < e:
-                docs.append(indices[a:e])
-                vals.append(data[a:e] if c == 1 else np.multiply(data[a:e], c, dtype=np.float64))
-        if not docs:
-            return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
-        out = (docs[0], vals[0]) if len(docs) == 1 else (np.concatenate(docs), np.concatenate(vals))
-        if self._mapped:  # arrays read lazily from disk were not range-checked at load
-            self._check_documents(out[0])
+                docs, vals = indices[a:e], data[a:e]
+                if c != 1:
+                    vals = np.multiply(vals, np.float32(c), dtype=np.float32)
+                if self._mapped:  # arrays read lazily from disk were not range-checked at load
+                    self._check_documents(docs)
+                out.append((docs, vals))
+        return out
+
+    @staticmethod
+    def _accumulate(postings: list[tuple[np.ndarray, np.ndarray]], size: int,
+                    where: list[np.ndarray] | None = None) -> np.ndarray:
+        """float32 sums, one term after the other (``out[doc] += score``): the order and
+        precision of the batched product. ``where``: each term's positions in ``out`` (default:
+        the documents)."""
+        out = np.zeros(size, dtype=np.float32)
+        for i, (docs, vals) in enumerate(postings):
+            out[docs if where is None else where[i]] += vals  # a document occurs once per term
         return out
 
     def _check_documents(self, docs: np.ndarray) -> None:
@@ -401,21 +411,17 @@ class BM25Retriever(Retriever):
         if self._reference is not None:
             return np.asarray(self._reference.get_scores(self.analyzer(query)), dtype=np.float32)
         ids, counts = self._query_terms(query)
-        docs, vals = self._postings(ids, counts)
-        return self._dense(docs, vals, self._shift(ids, counts))
-
-    def _dense(self, docs: np.ndarray, sums: np.ndarray, shift: float) -> np.ndarray:
-        """Every document's float32 score from per-posting (or per-document) float64 sums."""
-        out = np.bincount(docs, weights=sums, minlength=len(self.documents))
+        scores = self._accumulate(self._postings(ids, counts), len(self.documents))
+        shift = self._shift(ids, counts)
         if shift:
-            out += shift
-        return out.astype(np.float32)
+            scores += shift
+        return scores
 
-    # How the scores are summed: every (query, document) score is the float64 sum of the
+    # How the scores are summed: every (query, document) score is the float32 sum of the
     # document's postings for the query's terms in ascending term id order, plus the query's
-    # shift, rounded to float32 once. The single-query path (bincount over the postings) and the
-    # batched path (one sparse float64 product per chunk of queries) add the same float64 values
-    # in the same order, so a query gets the same documents and scores alone or in a batch.
+    # shift. The single-query path (one scatter-add per term) and the batched path (one sparse
+    # float32 product per chunk of queries) add the same float32 values in the same order, so a
+    # query gets the same documents and scores alone or in a batch.
 
     def _retrieve_many(self, queries: list[str], k: int) -> list[list[ScoredDocument]]:
         if self._reference is not None:
@@ -428,39 +434,37 @@ class BM25Retriever(Retriever):
         return out
 
     def _retrieve_one(self, query: str, k: int) -> list[ScoredDocument]:
-        """The single-query fast path: slice the posting lists, sum them with ``np.bincount``.
+        """The single-query fast path: slice the posting lists, add them up term by term.
 
-        Dense (an array of every document, as bm25s does) unless the postings are a small share
-        of the corpus; then over the matched documents only.
+        Many postings: into an array of every document (as bm25s does), ranked over the
+        documents that can reach the top ``k`` only. Few: over the matched documents only.
         """
         ids, counts = self._query_terms(query)
-        docs, vals = self._postings(ids, counts)
+        postings = self._postings(ids, counts)
         shift = self._shift(ids, counts)
-        if self._has_negative:
-            scores = self._dense(docs, vals, shift)
-            return self._hits(topk(scores, k), scores)
-        if docs.size * _SPARSE_RATIO >= len(self.documents):
-            sums = np.bincount(docs, weights=vals, minlength=len(self.documents))
+        n_postings = sum(docs.size for docs, _ in postings)
+        if self._has_negative or n_postings * _SPARSE_RATIO >= len(self.documents):
+            scores = self._accumulate(postings, len(self.documents))
             if shift:
-                sums += shift
-            cand = self._candidates(sums, ids, k)
+                scores += shift
+            cand = None if self._has_negative else self._candidates(scores, ids, k)
             if cand is None:
-                scores = sums.astype(np.float32)
                 return self._hits(topk(scores, k), scores)
-            scores = sums[cand].astype(np.float32)
-            order = topk(scores, k, ids=cand)
-            return [ScoredDocument(self.documents[d], s) for d, s in zip(cand[order].tolist(), scores[order].tolist())]
-        matched, inverse = np.unique(docs, return_inverse=True)
-        return self._rank(matched, np.bincount(inverse.ravel(), weights=vals, minlength=matched.size), shift, k)
+            order = topk(scores[cand], k, ids=cand)
+            return self._hits(cand[order], scores)
+        if not postings:
+            return self._rank(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), shift, k)
+        matched, inverse = np.unique(np.concatenate([docs for docs, _ in postings]), return_inverse=True)
+        where = np.split(inverse.ravel(), np.cumsum([docs.size for docs, _ in postings])[:-1])
+        return self._rank(matched, self._accumulate(postings, matched.size, where), shift, k)
 
-    def _candidates(self, sums: np.ndarray, ids: list[int], k: int) -> np.ndarray | None:
-        """Every document that can be in the top ``k`` of the float64 ``sums``, in corpus order,
-        found without ranking the whole corpus (None: no shortcut, rank everything).
+    def _candidates(self, scores: np.ndarray, ids: list[int], k: int) -> np.ndarray | None:
+        """Every document that can be in the top ``k`` of ``scores``, in corpus order, found
+        without ranking the whole corpus (None: no shortcut, rank everything).
 
         The documents of the query's rarest terms are scored already: the k-th best of their
         scores is a lower bound of the k-th best overall, and usually close to it, so one
-        comparison over the corpus leaves few candidates. The bound is lowered by one float32
-        step so that no document whose float32 score ties the k-th one is left out.
+        comparison over the corpus leaves few candidates (ties with the k-th included).
         """
         indptr, indices = self._indptr, self._indices
         rare = sorted(ids, key=lambda t: int(indptr[t + 1] - indptr[t]))
@@ -476,17 +480,16 @@ class BM25Retriever(Retriever):
             seen = seen[np.concatenate(([True], seen[1:] != seen[:-1]))]
         if seen.size < k:
             return None
-        kth = -np.partition(-sums[seen], k - 1)[k - 1]
-        floor = float(np.nextafter(np.float32(kth), np.float32(-np.inf)))
-        return np.flatnonzero(sums > floor)
+        kth = -np.partition(-scores[seen], k - 1)[k - 1]
+        return np.flatnonzero(scores >= kth)
 
     def _retrieve_chunk(self, queries: list[str], k: int) -> list[list[ScoredDocument]]:
-        """Batched path: one sparse product (float64) of the queries' term counts with the
+        """Batched path: one sparse float32 product of the queries' term counts with the
         posting lists of the terms they use."""
         q = self.query_matrix(queries)
         used = np.unique(q.indices)
         postings = self._rows(used)
-        counts = sp.csr_matrix((q.data.astype(np.float64), np.searchsorted(used, q.indices), q.indptr),
+        counts = sp.csr_matrix((q.data.astype(np.float32), np.searchsorted(used, q.indices), q.indptr),
                                shape=(len(queries), used.size))
         sums = (counts @ postings).tocsr()
         shifts = [0.0] * len(queries)
@@ -499,7 +502,7 @@ class BM25Retriever(Retriever):
                 for a, e, shift in zip(sp_, sp_[1:], shifts)]
 
     def _rows(self, terms: np.ndarray) -> sp.csr_matrix:
-        """The posting lists of ``terms`` as a float64 CSR matrix (one row per term)."""
+        """The posting lists of ``terms`` as a float32 CSR matrix (one row per term)."""
         starts, ends = self._indptr[terms], self._indptr[terms + 1]
         lengths = ends - starts
         indptr = np.zeros(terms.size + 1, dtype=np.int64)
@@ -508,21 +511,22 @@ class BM25Retriever(Retriever):
         docs = self._indices[take]
         if self._mapped:
             self._check_documents(docs)
-        return sp.csr_matrix((self._data[take].astype(np.float64), docs, indptr),
+        return sp.csr_matrix((self._data[take].astype(np.float32), docs, indptr),
                              shape=(terms.size, len(self.documents)))
 
     def _rank(self, matched: np.ndarray, sums: np.ndarray, shift: float, k: int) -> list[ScoredDocument]:
-        """Top ``k`` from the float64 sums of the ``matched`` documents (ties: corpus order).
+        """Top ``k`` from the float32 sums of the ``matched`` documents (ties: corpus order).
 
         Documents whose score is not above an unmatched document's (the shift) follow in corpus
         order with the unmatched ones, exactly where a dense ranking puts them.
         """
         if self._has_negative:  # robertson idf: unmatched documents may outrank matched ones
-            scores = self._dense(matched, sums, shift)
+            scores = np.zeros(len(self.documents), dtype=np.float32)
+            scores[matched] = sums
+            if shift:
+                scores += shift
             return self._hits(topk(scores, k), scores)
-        if shift:
-            sums = sums + shift
-        scores, base = sums.astype(np.float32), np.float32(shift)
+        scores, base = (sums + shift if shift else sums).astype(np.float32, copy=False), np.float32(shift)
         order = topk(scores, k, ids=matched)
         if order.size < k or (order.size and scores[order[-1]] <= base):  # rare: few documents above base
             above = scores > base
