@@ -210,9 +210,15 @@ def test_float16_scores_halve_the_score_array_and_survive_updates(corpus, querie
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_ranking_without_sorting_the_corpus_keeps_ties_in_corpus_order(method):
+def test_ranking_without_sorting_the_corpus_keeps_ties_in_corpus_order(method, monkeypatch):
     """The single-query path ranks only the documents that can reach the top k; ties at the
     k-th place must still resolve by corpus order, exactly as a full ranking does."""
+    import ragprune.retrieve.bm25 as bm25_module
+
+    monkeypatch.setattr(bm25_module, "_CANDIDATES_MIN_DOCS", 0)  # the shortcut, even on a small corpus
+    calls = []
+    real = BM25Retriever._candidates
+    monkeypatch.setattr(BM25Retriever, "_candidates", lambda self, *a: calls.append(1) or real(self, *a))
     docs = [f"alpha beta common filler {i % 3}" for i in range(60)] + ["alpha alpha rare beta"] * 5
     docs += [f"common filler words {i}" for i in range(200)]
     r = BM25Retriever.from_documents(docs, method=method)
@@ -224,3 +230,4 @@ def test_ranking_without_sorting_the_corpus_keeps_ties_in_corpus_order(method):
             assert [h.id for h in hits] == [str(i) for i in order[:k]], (q, k)
             assert [h.score for h in hits] == scores[order[:k]].tolist()
             assert r.retrieve_many([q] * 4, k=k)[0] == hits
+    assert calls or method == "robertson"  # robertson's negative scores rank every document

@@ -77,6 +77,7 @@ _SPARSE_RATIO = 8
 _BATCH_MIN = 4
 # documents of the rarest query terms scored to bound the k-th best score (BM25Retriever._candidates)
 _BOUND_SAMPLE = 2048
+_CANDIDATES_MIN_DOCS = 100_000  # below this, ranking every document is as fast
 _QUERY_CHUNK = 512
 SCORE_DTYPES = ("float32", "float16")
 _ARRAYS = ("scores", "indices", "indptr", "nonocc", "tf", "doclen")
@@ -384,13 +385,14 @@ class BM25Retriever(Retriever):
 
     @staticmethod
     def _accumulate(postings: list[tuple[np.ndarray, np.ndarray]], size: int,
-                    where: list[np.ndarray] | None = None) -> np.ndarray:
-        """float32 sums, one term after the other (``out[doc] += score``): the order and
-        precision of the batched product. ``where``: each term's positions in ``out`` (default:
-        the documents)."""
+                    where: np.ndarray | None = None) -> np.ndarray:
+        """float32 sums of the postings, added one term after the other (``np.add.at`` adds in
+        the order of its input): the order and precision of the batched product. ``where``:
+        the positions in the output of the concatenated postings (default: the documents)."""
         out = np.zeros(size, dtype=np.float32)
-        for i, (docs, vals) in enumerate(postings):
-            out[docs if where is None else where[i]] += vals  # a document occurs once per term
+        if postings:
+            docs = where if where is not None else np.concatenate([d for d, _ in postings])
+            np.add.at(out, docs, np.concatenate([v for _, v in postings]))
         return out
 
     def _check_documents(self, docs: np.ndarray) -> None:
@@ -447,7 +449,8 @@ class BM25Retriever(Retriever):
             scores = self._accumulate(postings, len(self.documents))
             if shift:
                 scores += shift
-            cand = None if self._has_negative else self._candidates(scores, ids, k)
+            small = self._has_negative or len(self.documents) < _CANDIDATES_MIN_DOCS  # ranking all is cheap
+            cand = None if small else self._candidates(scores, ids, k)
             if cand is None:
                 return self._hits(topk(scores, k), scores)
             order = topk(scores[cand], k, ids=cand)
@@ -455,8 +458,7 @@ class BM25Retriever(Retriever):
         if not postings:
             return self._rank(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), shift, k)
         matched, inverse = np.unique(np.concatenate([docs for docs, _ in postings]), return_inverse=True)
-        where = np.split(inverse.ravel(), np.cumsum([docs.size for docs, _ in postings])[:-1])
-        return self._rank(matched, self._accumulate(postings, matched.size, where), shift, k)
+        return self._rank(matched, self._accumulate(postings, matched.size, inverse.ravel()), shift, k)
 
     def _candidates(self, scores: np.ndarray, ids: list[int], k: int) -> np.ndarray | None:
         """Every document that can be in the top ``k`` of ``scores``, in corpus order, found
