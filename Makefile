@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 SHARED ?= ../shared
 
-.PHONY: install demo test test-fast wheels lint eval-retrieval eval-rerank eval-pruning eval-html eval-pipeline speed clean
+.PHONY: install demo test test-fast wheels lint eval-retrieval eval-rerank eval-pruning eval-html eval-pipeline eval-scale speed clean
 
 install: $(VENV)/.installed
 
@@ -67,10 +67,14 @@ eval-pipeline: install
 	$(PY) -m eval.pipeline --shared $(SHARED)/data --budget 1000 500 300 --json eval/results/pipeline_scifact.json
 
 speed: install
-	$(PY) -m eval.speed bm25 --data $(SHARED)/data/beir_scifact --json eval/results/speed_bm25.json
+	$(PY) -m eval.speed bm25 --data $(SHARED)/data/beir_scifact --latency-queries 2000 --json eval/results/speed_bm25.json
 	$(PY) -m eval.speed dense --data $(SHARED)/data/beir_scifact --json eval/results/speed_dense.json
 	$(PY) -m eval.speed rerank --data $(SHARED)/data/beir_scifact --json eval/results/speed_rerank.json
 	$(PY) -m eval.speed prune --data $(SHARED)/data/beir_scifact --json eval/results/speed_prune.json
+
+# BM25 from 10k to 2M passages vs bm25s (about 40 minutes on 2 cores, several GB under runs/scale)
+eval-scale: install
+	$(PY) -m eval.scale --data $(SHARED)/data/beir_scifact --json eval/results/scale.json --plot eval/results/scale.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info models/*.egg-info build models/build dist
