@@ -259,8 +259,11 @@ def save_results(args: argparse.Namespace, obj: Any, keep: Collection[str] = ())
 
 
 def run_cli(prog: str, argv: Sequence[str] | None, parse_args: Callable[[Any], Any], run: Callable[[Any], Any],
-            print_table: Callable[[Any], None]) -> int:
+            print_table: Callable[[Any], None], keep: Collection[str] = ()) -> int:
     """The ``main`` of an eval script: parse, check the outputs, run, print the table, write ``--json``.
+
+    ``keep``: options recorded and compared although :data:`NOT_SETTINGS` leaves them out
+    (e.g. ``threads`` for a timing benchmark).
 
     Bad data or arguments (missing files, invalid values, a results file of another run, a
     missing extra) and an LLM server that stays down print one line naming ``prog`` and return
@@ -270,7 +273,7 @@ def run_cli(prog: str, argv: Sequence[str] | None, parse_args: Callable[[Any], A
     logging.getLogger(prog).setLevel(logging.INFO)
     args = parse_args(argv)
     try:
-        check_outputs(args)
+        check_outputs(args, keep)
         result = run(args)
     except (FileNotFoundError, ValueError, ImportError, RuntimeError) as e:
         if isinstance(e, RuntimeError) and type(e).__module__ != "ragprune.rerank.llm":
@@ -278,7 +281,7 @@ def run_cli(prog: str, argv: Sequence[str] | None, parse_args: Callable[[Any], A
         print_error(prog, e)
         return 2
     print_table(result)
-    save_results(args, result)
+    save_results(args, result, keep)
     return 0
 
 

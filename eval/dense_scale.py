@@ -42,8 +42,7 @@ from eval.common import (
     DEFAULT_SHARED,
     add_limit_arg,
     add_output_args,
-    outputs_refused,
-    save_results,
+    run_cli,
 )
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -271,13 +270,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if outputs_refused(args, "eval.dense_scale", keep=("threads",)):  # thread counts change timings
-        return 2
-    result = run(args)
-    print_table(result)
-    save_results(args, result, keep=("threads",))
-    return 0
+    return run_cli("eval.dense_scale", argv, parse_args, run, print_table, keep=("threads",))  # threads change timings
 
 
 if __name__ == "__main__":

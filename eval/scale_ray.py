@@ -34,8 +34,7 @@ from eval.common import (
     add_data_arg,
     add_limit_arg,
     add_output_args,
-    outputs_refused,
-    save_results,
+    run_cli,
 )
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the Ray workers: one torch thread per actor
@@ -144,7 +143,7 @@ def print_table(result: dict[str, Any]) -> None:
           f"{result['load_average_1min']['end']:.1f} at the end ({result['machine']['cpus']} CPUs)")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m eval.scale_ray", description=__doc__.split("\n\n")[0])
     add_data_arg(p, "BEIR SciFact folder", default=DEFAULT_SHARED / "beir_scifact")
     add_limit_arg(p, default=20, help="SciFact test queries (rows)")
@@ -155,13 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--actors", type=int, nargs="+", default=[1, 2], help="Ray actor pool sizes")
     p.add_argument("--threads", type=int, default=2, help="torch threads in-process, and the CPUs given to Ray")
     add_output_args(p)
-    args = p.parse_args(argv)
-    if outputs_refused(args, "eval.scale_ray", keep=("threads",)):  # thread counts change timings
-        return 2
-    result = run(args)
-    print_table(result)
-    save_results(args, result, keep=("threads",))
-    return 0
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli("eval.scale_ray", argv, parse_args, run, print_table, keep=("threads",))  # threads change timings
 
 
 if __name__ == "__main__":

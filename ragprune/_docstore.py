@@ -24,7 +24,35 @@ from .types import Document
 __all__ = ["DiskDocuments", "DocumentView"]
 
 
-class DiskDocuments(Sequence[Document]):
+class _Documents(Sequence[Document]):
+    """A read-only sequence of documents: subclasses give ``__len__`` and ``_get(i)`` for
+    ``0 <= i < len``; indexing with negatives and slices and iteration come from here."""
+
+    def _get(self, i: int) -> Document:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, i: int) -> Document: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Document]: ...
+
+    def __getitem__(self, i: int | slice) -> Document | list[Document]:
+        if isinstance(i, slice):
+            return [self._get(j) for j in range(*i.indices(len(self)))]
+        n = len(self)
+        i = int(i)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"document position {i} out of range for {n} documents")
+        return self._get(i)
+
+    def __iter__(self) -> Iterator[Document]:
+        for i in range(len(self)):
+            yield self._get(i)
+
+
+class DiskDocuments(_Documents):
     """Read-only, offset-indexed JSON-lines store: ``store[i]`` parses line ``i`` only.
 
     Args:
@@ -53,20 +81,7 @@ class DiskDocuments(Sequence[Document]):
     def __len__(self) -> int:
         return int(self._offsets.size) - 1
 
-    @overload
-    def __getitem__(self, i: int) -> Document: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[Document]: ...
-
-    def __getitem__(self, i: int | slice) -> Document | list[Document]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        n = len(self)
-        i = int(i)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"document position {i} out of range for {n} documents")
+    def _get(self, i: int) -> Document:
         start, end = int(self._offsets[i]), int(self._offsets[i + 1])
         if not 0 <= start < end or self._map is None or end > len(self._map):
             raise IndexFormatError(f"load: the offsets of {self.path} are corrupt at document {i}; rebuild the index.")
@@ -75,15 +90,11 @@ class DiskDocuments(Sequence[Document]):
         except (ValueError, KeyError, TypeError, RecursionError) as e:
             raise IndexFormatError(f"load: {self.path} is corrupt at document {i} ({e}); rebuild the index.") from e
 
-    def __iter__(self) -> Iterator[Document]:
-        for i in range(len(self)):
-            yield self[i]
-
     def __repr__(self) -> str:
         return f"DiskDocuments({str(self.path)!r}, n={len(self)})"
 
 
-class DocumentView(Sequence[Document]):
+class DocumentView(_Documents):
     """``base[positions[0]], base[positions[1]], ...`` followed by ``extra``: a corpus after
     additions and deletions, without copying or reading the base store."""
 
@@ -95,26 +106,9 @@ class DocumentView(Sequence[Document]):
     def __len__(self) -> int:
         return int(self.positions.size) + len(self.extra)
 
-    @overload
-    def __getitem__(self, i: int) -> Document: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[Document]: ...
-
-    def __getitem__(self, i: int | slice) -> Document | list[Document]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        n = len(self)
-        i = int(i)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"document position {i} out of range for {n} documents")
+    def _get(self, i: int) -> Document:
         m = self.positions.size
         return self.base[int(self.positions[i])] if i < m else self.extra[i - m]
-
-    def __iter__(self) -> Iterator[Document]:
-        for i in range(len(self)):
-            yield self[i]
 
     def select(self, keep: np.ndarray) -> DocumentView:
         """The view of the documents where the boolean mask ``keep`` is true."""

@@ -190,8 +190,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # The benchmark scripts of the workbench (eval/ in a source checkout; not part of the wheel):
 # `ragprune eval SUITE ARGS` runs `python -m eval.SUITE ARGS`.
-EVAL_SUITES = ("beir", "bm25_defaults", "bright", "html", "lexical_sweep", "pipeline", "prp_pairs", "pruning", "pruning_misses", "qa",
-               "serve", "speed")
+EVAL_SUITES = ("beir", "bm25_defaults", "bright", "dense_scale", "html", "lexical_sweep", "pipeline", "prp_pairs", "pruning",
+               "pruning_misses", "qa", "scale", "scale_ray", "serve", "speed")
 
 
 def _workbench_root() -> Path | None:
