@@ -37,8 +37,8 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_SHARED", "LLM_BACKENDS", "add_data_arg", "add_limit_arg", "add_llm_args", "add_output_args",
-    "add_shared_arg", "check_outputs", "llm_from_args", "load_cli_llm", "outputs_refused", "rounded", "run_cli", "save_json",
-    "save_results", "settings_of",
+    "add_shared_arg", "check_outputs", "llm_from_args", "load_cli_llm", "outputs_refused", "rounded", "rss_mb", "run_cli",
+    "save_json", "save_results", "settings_of",
 ]
 
 # The BM25 the published tables (and their evaluation sets' negatives) were made with; the
@@ -234,6 +234,15 @@ def outputs_refused(args: argparse.Namespace, prog: str, keep: Collection[str] =
         print_error(prog, e)
         return True
     return False
+
+
+def rss_mb(field: str = "VmRSS") -> float:
+    """This process's memory from /proc/self/status (``VmRSS`` now, ``VmHWM`` its peak), in MB."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")  # pragma: no cover - not Linux
 
 
 def save_json(path: Path | None, obj: Any) -> None:

@@ -42,6 +42,7 @@ from eval.common import (
     DEFAULT_SHARED,
     add_limit_arg,
     add_output_args,
+    rss_mb,
     run_cli,
 )
 
@@ -72,14 +73,6 @@ def load_units(data: str | Path, unit: str = "sentence", limit: int | None = Non
     return out
 
 
-def _rss_mb(field: str = "VmRSS") -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")  # pragma: no cover - not Linux
-
-
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """In a fresh process: read the index (mmap or not), search every query one at a time under
     each search setting; report RSS growth, latencies and the top-10 ids (saved to ``spec['ids']``)."""
@@ -90,11 +83,11 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     faiss.omp_set_num_threads(spec["threads"])
     queries = np.load(spec["queries"])
-    base = _rss_mb()
+    base = rss_mb()
     t = time.perf_counter()
     idx = _read_faiss_index(faiss, Path(spec["index"]), spec["mmap"])
     load_s = time.perf_counter() - t
-    after_load = _rss_mb()
+    after_load = rss_mb()
     out: dict[str, Any] = {"load_s": load_s, "rss_load_mb": after_load - base, "settings": []}
     ids_all = []
     for setting in spec["settings"]:
@@ -116,7 +109,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         times = best.tolist()
         ids_all.append(ids)
         out["settings"].append({"p50_ms": statistics.median(times) * 1e3, "mean_ms": statistics.mean(times) * 1e3})
-    out["rss_queries_mb"] = _rss_mb() - base
+    out["rss_queries_mb"] = rss_mb() - base
     np.save(spec["ids"], np.stack(ids_all))
     return out
 

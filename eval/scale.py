@@ -5,7 +5,7 @@
 
 Corpus: passages of about 60 words made of SciFact sentences drawn at random (seeded), written
 once per size as JSON lines under ``--cache-dir`` (default ``runs/scale``). Every measurement
-runs in a fresh Python process, so peak memory is that process's own (``ru_maxrss``, which
+runs in a fresh Python process, so peak memory is that process's own (``VmHWM``, which
 includes the interpreter and the imported libraries: the ``baseline`` column is the RSS of
 the same process before it touched the index).
 
@@ -33,7 +33,6 @@ import logging
 import os
 import random
 import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -42,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eval.common import add_data_arg, add_output_args, run_cli
+from eval.common import add_data_arg, add_output_args, rss_mb, run_cli
 
 log = logging.getLogger("eval.scale")
 
@@ -88,30 +87,18 @@ def make_corpus(data: Path, n: int, path: Path, seed: int = 0) -> Path:
 # ------------------------------------------------------------------------------------------ children
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _child_build(lib: str, corpus: Path, out: Path) -> dict[str, Any]:
     if lib == "ragprune":
         from ragprune import BM25Retriever
 
-        base = _rss_mb()
+        base = rss_mb()
         t = time.perf_counter()
         BM25Retriever.build(corpus, out, show_progress=False)
     else:
         import bm25s
         import Stemmer
 
-        base = _rss_mb()
+        base = rss_mb()
         t = time.perf_counter()
         with open(corpus, encoding="utf-8") as f:
             rows = [json.loads(line) for line in f]
@@ -120,14 +107,14 @@ def _child_build(lib: str, corpus: Path, out: Path) -> dict[str, Any]:
         r = bm25s.BM25()
         r.index(tokens, show_progress=False)
         r.save(out, corpus=rows, show_progress=False)
-    return {"seconds": time.perf_counter() - t, "peak_rss_mb": _peak_mb(), "baseline_mb": base}
+    return {"seconds": time.perf_counter() - t, "peak_rss_mb": rss_mb("VmHWM"), "baseline_mb": base}
 
 
 def _child_query(lib: str, index: Path, queries: list[str], mmap: bool) -> dict[str, Any]:
     if lib == "ragprune":
         from ragprune import BM25Retriever
 
-        base = _rss_mb()
+        base = rss_mb()
         t = time.perf_counter()
         r = BM25Retriever.load(index, mmap=mmap)
 
@@ -138,7 +125,7 @@ def _child_query(lib: str, index: Path, queries: list[str], mmap: bool) -> dict[
         import Stemmer
 
         stemmer = Stemmer.Stemmer("english")
-        base = _rss_mb()
+        base = rss_mb()
         t = time.perf_counter()
         r = bm25s.BM25.load(index, mmap=mmap, load_corpus=True, show_progress=False)
 
@@ -147,7 +134,7 @@ def _child_query(lib: str, index: Path, queries: list[str], mmap: bool) -> dict[
             docs, _ = r.retrieve(toks, k=10, show_progress=False, n_threads=1)
             return [d["text"] for d in docs[0]]
     load_s = time.perf_counter() - t
-    rss_load = _rss_mb()
+    rss_load = rss_mb()
     for q in queries[:10]:  # warm-up
         search(q)
     times = []
@@ -155,7 +142,7 @@ def _child_query(lib: str, index: Path, queries: list[str], mmap: bool) -> dict[
         t = time.perf_counter()
         search(q)
         times.append((time.perf_counter() - t) * 1000)
-    return {"load_s": load_s, "baseline_mb": base, "rss_after_load_mb": rss_load, "rss_after_queries_mb": _rss_mb(),
+    return {"load_s": load_s, "baseline_mb": base, "rss_after_load_mb": rss_load, "rss_after_queries_mb": rss_mb(),
             "p50_ms": statistics.median(times), "mean_ms": statistics.fmean(times)}
 
 

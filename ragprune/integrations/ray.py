@@ -236,6 +236,12 @@ def _queries(batch: _Batch, column: str, owner: str) -> list[str]:
     return out
 
 
+def _rows(batch: Any, query_column: str, documents_column: str, owner: str) -> tuple[_Batch, list[str], list[Any]]:
+    """A batch as ``(batch, queries, candidate lists)``, each checked (errors name the row)."""
+    b = _Batch(batch, owner)
+    return b, _queries(b, query_column, owner), _candidates(b, documents_column, owner)
+
+
 def _candidates(batch: _Batch, column: str, owner: str) -> list[list[Document] | list[ScoredDocument]]:
     """Per row: ``ScoredDocument`` s when every candidate carries a numeric ``score``, else ``Document`` s."""
     out: list[Any] = []
@@ -330,9 +336,7 @@ class BatchReranker:
 
     def __call__(self, batch: Any) -> Any:
         owner = self._OWNER
-        b = _Batch(batch, owner)
-        queries = _queries(b, self.query_column, owner)
-        cands = _candidates(b, self.documents_column, owner)
+        b, queries, cands = _rows(batch, self.query_column, self.documents_column, owner)
         hits = self.reranker.rerank_many(queries, cands, k=self.top_n) if queries else []
         t = _pa_types()
         return b.with_columns({
@@ -388,9 +392,7 @@ class BatchPruner:
 
     def __call__(self, batch: Any) -> Any:
         owner = self._OWNER
-        b = _Batch(batch, owner)
-        queries = _queries(b, self.query_column, owner)
-        cands = _candidates(b, self.documents_column, owner)
+        b, queries, cands = _rows(batch, self.query_column, self.documents_column, owner)
         pruned = self.pruner.prune_many(queries, cands) if queries else []
         t = _pa_types()
         return b.with_columns({
@@ -501,12 +503,11 @@ class BatchContextBuilder:
 
     def __call__(self, batch: Any) -> Any:
         owner = self._OWNER
-        b = _Batch(batch, owner)
-        queries = _queries(b, self.query_column, owner)
+        b, queries, cands = _rows(batch, self.query_column, self.documents_column, owner)
         lists = []
         fuses = (self.reranker is not None and self.reranker is not self.pruner
                  and float(getattr(self.reranker, "first_stage_weight", 0.0) or 0.0) > 0)
-        for i, c in enumerate(_candidates(b, self.documents_column, owner)):
+        for i, c in enumerate(cands):
             if c and not isinstance(c[0], ScoredDocument):
                 if fuses:
                     raise ValueError(
