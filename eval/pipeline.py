@@ -169,6 +169,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--candidates", type=int, default=100, help="BM25 candidates for the reranker")
     p.add_argument("--top-k", type=int, default=10, help="documents handed to the pruner")
     p.add_argument("--threshold", type=float, default=0.1, help="Provence keep threshold")
+    p.add_argument("--reranker", default="ragprune-reranker",
+                   help="cross-encoder checkpoint (name or folder), e.g. ragprune-reranker-l2 for the 2-layer student")
     p.add_argument("--quantize", choices=["int8"], default=None, help="int8 reranker and pruner")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference backend of both models")
     p.add_argument("--one-pass", action="store_true",
@@ -209,7 +211,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     texts = [ds.queries[q] for q in qids]
 
     bm25 = BM25Retriever.from_documents(ds.corpus, show_progress=False, **PUBLISHED_BM25)
-    recorder = Recorder(CrossEncoderReranker(quantize=args.quantize, first_stage_weight="recommended",
+    recorder = Recorder(CrossEncoderReranker(args.reranker, quantize=args.quantize, first_stage_weight="recommended",
                                              backend=args.backend))
     provence = ProvencePruner(threshold=args.threshold, quantize=args.quantize, passage_weighting=args.passage_weighting,
                               backend=args.backend)
@@ -254,7 +256,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": "beir_scifact", "split": "test", "num_queries": len(qids),
         "pipeline": repr(pipe),
         "budgets": args.budget, "candidates": args.candidates, "top_k": args.top_k, "threshold": args.threshold,
-        "quantize": args.quantize,
+        "reranker": args.reranker, "quantize": args.quantize,
         "backend": args.backend, "ranking": ranking,
         "contexts": sorted(rows, key=lambda r: -r["budget"]),
         "seconds_per_query": round(seconds / max(1, len(qids)), 3),

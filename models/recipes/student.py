@@ -4,25 +4,24 @@ Steps (files under ``--work``, default ``runs/student``):
 
     python -m models.recipes.reranker data --work runs/student   # the reranker's training groups and splits
     python -m models.recipes.student init      # 2 of the teacher's 6 layers -> runs/student/init (fp32)
-    python -m models.recipes.student label     # teacher scores -> groups_teacher.jsonl
-    python -m models.recipes.reranker train --work runs/student --init runs/student/init --max-length 160 \
-        --lr 1e-4 --head-lr-mult 1     # the head is the teacher's, already trained
+    python -m models.recipes.student label     # teacher scores + [CLS] states -> groups_teacher.jsonl, teacher_cls.npy
+    python -m models.recipes.student train     # Margin-MSE + [CLS]-state MSE -> runs/student/train
     python -m models.recipes.student export    # fp16 -> models/ragprune_models/ragprune-reranker-minilm-l2
     python -m models.recipes.tune_fusion --model models/ragprune_models/ragprune-reranker-minilm-l2
 
 Same data and splits as the 6-layer reranker (``models/recipes/reranker.py``: SciFact train minus
-its last 100 claims, SQuAD articles 0-31, HotpotQA questions 0-57; no evaluation split). The
-teacher is the ensemble ``ragprune-reranker-minilm-l6`` logit + the recipe's ``hybrid`` score
-(``--hybrid-weight``), so the student learns the 6-layer model's margins (Margin-MSE,
-Hofstätter et al.) with the lexical/dense signal the 6-layer model was itself taught from.
-The student starts from the teacher's own embeddings, head and layers ``--layers`` (default the
-first and the last), the initialisation TinyBERT/DistilBERT-style layer dropping uses.
+its last 100 claims, SQuAD articles 0-31, HotpotQA questions 0-57; no evaluation split).
 
-Status: experimental, no checkpoint shipped. On 2 CPU cores the first runs (lr 1e-4, head
-learning-rate factor 20 and 1) did not learn the teacher's margins: after 150-270 of 590 steps the
-loss stayed at the teacher's mean squared margin (~50); the student's margins grew from 0.0 to
-0.4 against the teacher's 5.8. To try next: scale the teacher margins down, keep the bottom layers
-(``--layers 0 1``), more steps.
+The student starts from the teacher's embeddings, head and two of its layers (``--layers``,
+default the first and the last; TinyBERT/DistilBERT-style layer dropping) and learns from two
+signals of the teacher on every training pair:
+
+- its score margins (Margin-MSE, Hofstätter et al.): ``(s(q,p+) - s(q,p-)) - (t(q,p+) - t(q,p-))``;
+- its last-layer ``[CLS]`` state (mean squared error, weight ``--cls-weight``), the vector the
+  shared head reads. This dense target is what makes the shortened model converge on a CPU:
+  margins alone (a scalar per pair) left the dropped-layer student at the teacher's mean squared
+  margin for hundreds of steps, because the teacher's head reads nothing useful from a 2-layer
+  ``[CLS]`` at the start (its scores have std 0.5 where the teacher's margins average 3.9).
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,32 +55,100 @@ def cmd_init(args: argparse.Namespace) -> None:
     print(f"student init: layers {args.layers} of {args.teacher} -> {dest}")
 
 
+def _pairs(groups: list[Any]) -> tuple[list[str], list[str]]:
+    q = [g.query for g in groups for _ in range(1 + len(g.negs))]
+    p = [t for g in groups for t in (g.pos, *g.negs)]
+    return q, p
+
+
 def cmd_label(args: argparse.Namespace) -> None:
-    """Teacher margins: 6-layer cross-encoder logit + ``hybrid_weight`` x the hybrid teacher."""
-    from models.recipes.reranker import _teachers
-    from ragprune.rerank.cross_encoder import CrossEncoderReranker
+    """Teacher logit and last-layer [CLS] state of every training pair (torch fp32, length-sorted batches)."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     from ragprune.rerank.distill import TrainingGroup, read_groups, write_groups
 
     groups = read_groups(args.work / "groups.jsonl")
-    ce = CrossEncoderReranker(args.teacher, max_length=args.max_length, backend=args.backend, batch_size=32)
-    hybrid = _teachers(args) if args.hybrid_weight else {}
-    q = [g.query for g in groups for _ in range(1 + len(g.negs))]
-    p = [t for g in groups for t in (g.pos, *g.negs)]
-    ce_scores = np.asarray(ce.score(q, p), dtype=float)  # one call: length-sorted batches, progress in the log
-    out, at = [], 0
-    for g in groups:
-        n = 1 + len(g.negs)
-        s = ce_scores[at : at + n]
-        at += n
-        if args.hybrid_weight:
-            s = s + args.hybrid_weight * np.asarray(hybrid[g.source].scores(g.query, [g.pos, *g.negs], "hybrid"))
-        out.append(TrainingGroup(g.query, g.pos, g.negs, g.source, float(s[0]), tuple(float(x) for x in s[1:])))
-    write_groups(args.work / "groups_teacher.jsonl", out)
-    margins = np.array([g.t_pos - np.mean(g.t_negs) for g in out])
-    summary = {"groups": len(out), "teacher": f"{args.teacher.name} + {args.hybrid_weight} x hybrid",
-               "teacher_prefers_positive": round(float(np.mean(margins > 0)), 4)}
+    if len({len(g.negs) for g in groups}) != 1:
+        raise SystemExit("label: every group needs the same number of negatives (rerun the data step).")
+    tok = AutoTokenizer.from_pretrained(str(args.teacher))
+    net = AutoModelForSequenceClassification.from_pretrained(str(args.teacher), dtype=torch.float32).eval()
+    q, p = _pairs(groups)
+    lengths = [len(x) + len(y) for x, y in zip(q, p)]
+    order = np.argsort(lengths, kind="stable")
+    logits = np.zeros(len(q), dtype=np.float32)
+    cls = np.zeros((len(q), net.config.hidden_size), dtype=np.float32)
+    with torch.inference_mode():
+        for i in tqdm(range(0, len(order), args.batch_size), desc="teacher", unit="batch"):
+            idx = order[i : i + args.batch_size]
+            enc = tok([q[j] for j in idx], [p[j] for j in idx], padding=True, truncation="longest_first",
+                      max_length=args.max_length, return_tensors="pt")
+            out = net(**enc, output_hidden_states=True)
+            logits[idx] = out.logits[:, 0].numpy()
+            cls[idx] = out.hidden_states[-1][:, 0].numpy()
+    n = 1 + len(groups[0].negs)
+    s = logits.reshape(len(groups), n)
+    out_groups = [TrainingGroup(g.query, g.pos, g.negs, g.source, float(r[0]), tuple(float(x) for x in r[1:]))
+                  for g, r in zip(groups, s)]
+    write_groups(args.work / "groups_teacher.jsonl", out_groups)
+    np.save(args.work / "teacher_cls.npy", cls.reshape(len(groups), n, -1).astype(np.float16))
+    margins = s[:, :1] - s[:, 1:]
+    summary = {"groups": len(groups), "pairs": len(q), "teacher": args.teacher.name, "max_length": args.max_length,
+               "teacher_prefers_positive": round(float(np.mean(margins.mean(1) > 0)), 4),
+               "mean_margin": round(float(margins.mean()), 3), "mean_squared_margin": round(float((margins**2).mean()), 3)}
     (args.work / "label.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Margin-MSE on the teacher's scores + ``cls_weight`` x MSE on its [CLS] states."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from ragprune._train import batch_stream, latest_checkpoint, run_training
+    from ragprune.rerank.distill import read_groups
+
+    groups = read_groups(args.work / "groups_teacher.jsonl")
+    cls = torch.from_numpy(np.load(args.work / "teacher_cls.npy").astype(np.float32))
+    if cls.shape[0] != len(groups):
+        raise SystemExit("train: teacher_cls.npy does not match groups_teacher.jsonl; rerun the label step.")
+    out = args.work / args.train_dir
+    out.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    start_from, step0 = latest_checkpoint(out)
+    src = start_from or args.work / "init"
+    tok = AutoTokenizer.from_pretrained(str(src))
+    model = AutoModelForSequenceClassification.from_pretrained(str(src), dtype=torch.float32)
+    for prm in model.base_model.embeddings.parameters():
+        prm.requires_grad_(False)
+    total = args.max_steps or max(1, int(args.epochs * (len(groups) // args.batch_size)))
+    (out / "train_config.json").write_text(json.dumps({k: str(v) if isinstance(v, Path) else v
+                                                       for k, v in vars(args).items()} | {"total_steps": total}, indent=1))
+
+    def loss_fn(idx: list[int]) -> Any:
+        batch = [groups[i] for i in idx]
+        q, p = _pairs(batch)
+        enc = tok(q, p, padding=True, truncation="longest_first", max_length=args.max_length, return_tensors="pt")
+        res = model(**enc, output_hidden_states=True)
+        s = res.logits.view(len(batch), -1)
+        t = torch.tensor([[g.t_pos, *g.t_negs] for g in batch])
+        margin = F.mse_loss(s[:, :1] - s[:, 1:], t[:, :1] - t[:, 1:])
+        state = F.mse_loss(res.hidden_states[-1][:, 0], cls[idx].reshape(-1, cls.shape[-1]))
+        return margin + args.cls_weight * state
+
+    def save(ck: Path) -> None:
+        model.save_pretrained(ck, safe_serialization=True)
+        tok.save_pretrained(ck)
+
+    final = run_training(model=model, batches=batch_stream(list(range(len(groups))), args.batch_size, args.seed,
+                                                           skip=step0),
+                         loss_fn=loss_fn, save=save, out_dir=out, lr=args.lr, weight_decay=0.01, warmup=0.05,
+                         total=total, step0=step0, save_every=args.save_every, desc="train student")
+    print(f"final checkpoint: {final}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -95,18 +163,23 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m models.recipes.student", description=__doc__.split("\n\n")[0])
-    p.add_argument("step", choices=["init", "label", "export"])
-    p.add_argument("--shared", type=Path, default=Path("../shared/data"))
+    p.add_argument("step", choices=["init", "label", "train", "export"])
     p.add_argument("--work", type=Path, default=Path("runs/student"))
     p.add_argument("--teacher", type=Path, default=TEACHER)
     p.add_argument("--layers", type=int, nargs="+", default=[0, 5])
-    p.add_argument("--hybrid-weight", type=float, default=0.5)
     p.add_argument("--max-length", type=int, default=160)
-    p.add_argument("--backend", choices=["torch", "onnx"], default="onnx", help="teacher inference (same scores)")
-    p.add_argument("--train-dir", default="train", help="folder under --work the train step wrote")
+    p.add_argument("--batch-size", type=int, default=8, help="groups per step (label: pairs per batch)")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--cls-weight", type=float, default=10.0)
+    p.add_argument("--epochs", type=float, default=2.0)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--save-every", type=int, default=50)
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--train-dir", default="train", help="folder under --work for checkpoints and the log")
     p.add_argument("--dest", type=Path, default=Path("models/ragprune_models/ragprune-reranker-minilm-l2"))
     args = p.parse_args(argv)
-    {"init": cmd_init, "label": cmd_label, "export": cmd_export}[args.step](args)
+    {"init": cmd_init, "label": cmd_label, "train": cmd_train, "export": cmd_export}[args.step](args)
     return 0
 
 
