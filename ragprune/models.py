@@ -3,7 +3,8 @@
 A model argument resolves, in this order, to:
 
 1. an existing local folder (or file);
-2. a shipped name (``"ragprune-reranker"``, ``"ragprune-provence"`` and their full names): the
+2. a shipped name (``"ragprune-reranker"``, ``"ragprune-reranker-l2"``, ``"ragprune-provence"`` and
+   their full names): the
    installed ``ragprune-models`` distribution (``pip install "ragprune[models]"``), found through
    :mod:`importlib.resources`, then the ragprune model cache;
 3. a known short name (``"minilm"``, ``"mpnet"``): the ragprune model cache
@@ -39,6 +40,8 @@ ALIASES = {
 SHIPPED = {
     "ragprune-reranker": "ragprune-reranker-minilm-l6",
     "ragprune-reranker-minilm-l6": "ragprune-reranker-minilm-l6",
+    "ragprune-reranker-l2": "ragprune-reranker-minilm-l2",
+    "ragprune-reranker-minilm-l2": "ragprune-reranker-minilm-l2",
     "ragprune-provence": "ragprune-provence-minilm-l6",
     "ragprune-provence-minilm-l6": "ragprune-provence-minilm-l6",
 }

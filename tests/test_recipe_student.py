@@ -46,6 +46,7 @@ def work(tmp_path_factory):
     w = root / "work"
     w.mkdir()
     write_groups(w / "groups.jsonl", groups)
+    (w / "splits.json").write_text("{}")
     return {"root": root, "teacher": teacher, "work": w, "groups": groups}
 
 
@@ -94,6 +95,8 @@ def test_label_train_export(work):
 
     dest = work["root"] / "exported"
     _run(work, "export", "--dest", str(dest))
+    assert {p.name for p in (dest / "training").iterdir()} >= {"splits.json", "label.json", "init_layers.json",
+                                                                "train_config.json", "train_log.jsonl"}
     scores = CrossEncoderReranker(dest).score(["alpha beta"], ["alpha beta gamma"])
     assert np.isfinite(scores).all()
 

@@ -11,15 +11,15 @@ from ragprune import BM25Retriever, CrossEncoderReranker, Document, ProvencePrun
 
 RERANKER = ragprune_models.get_model_path("ragprune-reranker-minilm-l6")
 PROVENCE = ragprune_models.get_model_path("ragprune-provence-minilm-l6")
+STUDENT = ragprune_models.get_model_path("ragprune-reranker-minilm-l2")
 
 
-def test_default_reranker_loads_and_ranks_gold_first(shared_data):
+def _gold_in_top10(shared_data, ce) -> int:
+    """Of the first 20 SciFact test claims, how many have a gold abstract in ``ce``'s top 10 of BM25's 20."""
     from ragprune.datasets import load_beir
 
     ds = load_beir(shared_data / "beir_scifact", "test")
     bm25 = BM25Retriever.from_documents(ds.corpus)
-    ce = CrossEncoderReranker()
-    assert ce.path == RERANKER
     qids = list(ds.queries)[:20]
     wins = 0
     for q in qids:
@@ -30,7 +30,22 @@ def test_default_reranker_loads_and_ranks_gold_first(shared_data):
         reranked = ce.rerank(ds.queries[q], hits)
         pos = {h.id: i for i, h in enumerate(reranked)}
         wins += pos[gold[0].id] < 10
-    assert wins >= 12  # gold document in the reranked top 10 for most of these claims
+    return wins
+
+
+def test_default_reranker_loads_and_ranks_gold_first(shared_data):
+    ce = CrossEncoderReranker()
+    assert ce.path == RERANKER
+    assert _gold_in_top10(shared_data, ce) >= 12  # gold document in the reranked top 10 for most claims
+
+
+def test_two_layer_student_loads_by_name_and_ranks(shared_data):
+    ce = CrossEncoderReranker("ragprune-reranker-l2")
+    assert ce.path == STUDENT
+    assert ce.model.config.num_hidden_layers == 2
+    # its card's recommended fusion weight (ragprune.json) applies
+    assert CrossEncoderReranker(STUDENT, first_stage_weight="recommended").first_stage_weight > 0
+    assert _gold_in_top10(shared_data, ce) >= 12
 
 
 def test_default_pruner_keeps_the_answer_sentence():

@@ -69,9 +69,9 @@ def test_library_wheel_holds_only_the_package(wheels):
     assert not any(n.endswith((".safetensors", "pruning_data.py")) for n in names)
 
 
-def test_models_wheel_holds_both_checkpoints_with_cards(wheels):
+def test_models_wheel_holds_every_checkpoint_with_its_card(wheels):
     names = set(zipfile.ZipFile(wheels["ragprune_models"]).namelist())
-    for model in ("ragprune-reranker-minilm-l6", "ragprune-provence-minilm-l6"):
+    for model in ("ragprune-reranker-minilm-l6", "ragprune-reranker-minilm-l2", "ragprune-provence-minilm-l6"):
         for f in ("config.json", "model.safetensors", "tokenizer.json", "README.md"):
             assert f"ragprune_models/{model}/{f}" in names
     assert "ragprune_models/ragprune-provence-minilm-l6/provence_heads.safetensors" in names

@@ -7,7 +7,7 @@ safetensors, tokenizer, config) with its model card (``README.md``) and training
 
 >>> import ragprune_models
 >>> sorted(ragprune_models.available())
-['ragprune-provence-minilm-l6', 'ragprune-reranker-minilm-l6']
+['ragprune-provence-minilm-l6', 'ragprune-reranker-minilm-l2', 'ragprune-reranker-minilm-l6']
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 __all__ = ["available", "get_model_path"]
 __version__ = "0.1.0"
 
-_MODELS = ("ragprune-reranker-minilm-l6", "ragprune-provence-minilm-l6")
+_MODELS = ("ragprune-reranker-minilm-l6", "ragprune-reranker-minilm-l2", "ragprune-provence-minilm-l6")
 
 
 def available() -> tuple[str, ...]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     start_from, step0 = latest_checkpoint(out)
-    src = start_from or args.work / "init"
+    src = start_from or args.init or args.work / "init"
     tok = AutoTokenizer.from_pretrained(str(src))
     model = AutoModelForSequenceClassification.from_pretrained(str(src), dtype=torch.float32)
     for prm in model.base_model.embeddings.parameters():
@@ -158,7 +159,16 @@ def cmd_export(args: argparse.Namespace) -> None:
     ck, step = latest_checkpoint(args.work / args.train_dir)
     if ck is None:
         raise SystemExit(f"export: no checkpoint under {args.work / args.train_dir}; run the train step first.")
-    print(f"exported {ck} (step {step}) to {export_fp16(ck, args.dest)}")
+    dest = export_fp16(ck, args.dest)
+    records = dest / "training"
+    records.mkdir(exist_ok=True)
+    for name in ("splits.json", "label.json", "init_layers.json"):
+        if (args.work / name).is_file():
+            shutil.copyfile(args.work / name, records / name)
+    for run in sorted(d for d in args.work.iterdir() if (d / "train_log.jsonl").is_file()):  # every training stage
+        shutil.copyfile(run / "train_config.json", records / f"{run.name}_config.json")
+        shutil.copyfile(run / "train_log.jsonl", records / f"{run.name}_log.jsonl")
+    print(f"exported {ck} (step {step}) to {dest}, training records in {records}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layers", type=int, nargs="+", default=[0, 5])
     p.add_argument("--max-length", type=int, default=160)
     p.add_argument("--batch-size", type=int, default=8, help="groups per step (label: pairs per batch)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="train: start from this checkpoint instead of <work>/init (e.g. to continue a finished run)")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--cls-weight", type=float, default=10.0)
     p.add_argument("--epochs", type=float, default=2.0)
