@@ -5,8 +5,10 @@ Steps (files under ``--work``, default ``runs/student``):
     python -m models.recipes.reranker data --work runs/student   # the reranker's training groups and splits
     python -m models.recipes.student init      # 2 of the teacher's 6 layers -> runs/student/init (fp32)
     python -m models.recipes.student label     # teacher scores + [CLS] states -> groups_teacher.jsonl, teacher_cls.npy
-    python -m models.recipes.student train     # Margin-MSE + [CLS]-state MSE -> runs/student/train
-    python -m models.recipes.student export    # fp16 -> models/ragprune_models/ragprune-reranker-minilm-l2
+    python -m models.recipes.student train --lr 2e-4 --cls-weight 50   # Margin-MSE + [CLS]-state MSE -> runs/student/train
+    python -m models.recipes.student train --init runs/student/train/checkpoint-1180 --train-dir train2 \
+        --cls-weight 50                        # stage 2 (lr 1e-4), as shipped
+    python -m models.recipes.student export --train-dir train2   # fp16 -> models/ragprune_models/ragprune-reranker-minilm-l2
     python -m models.recipes.tune_fusion --model models/ragprune_models/ragprune-reranker-minilm-l2
 
 Same data and splits as the 6-layer reranker (``models/recipes/reranker.py``: SciFact train minus
