@@ -88,3 +88,13 @@ def test_training_rejects_too_little_data(tmp_path):
     init = make_tiny_cross_encoder(tmp_path / "init")
     with pytest.raises(ValueError, match="fewer than batch_size"):
         train_cross_encoder(_groups(2), init, tmp_path / "run", TrainConfig(batch_size=4, negatives=2), progress=False)
+
+
+def test_teacher_states_must_have_one_row_per_group(tmp_path):
+    import numpy as np
+
+    init = make_tiny_cross_encoder(tmp_path / "init")
+    cfg = TrainConfig(loss="margin_mse", batch_size=4, negatives=2, max_length=32, max_steps=1)
+    with pytest.raises(ValueError, match=r"teacher_states has shape \(3, 3, 32\)"):
+        train_cross_encoder(_groups(), init, tmp_path / "run", cfg, progress=False,
+                            teacher_states=np.zeros((3, 3, 32)))

@@ -106,51 +106,18 @@ def cmd_label(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Margin-MSE on the teacher's scores + ``cls_weight`` x MSE on its [CLS] states."""
-    import torch
-    import torch.nn.functional as F
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from ragprune._train import batch_stream, latest_checkpoint, run_training
-    from ragprune.rerank.distill import read_groups
+    from ragprune.rerank.distill import TrainConfig, read_groups, train_cross_encoder
 
     groups = read_groups(args.work / "groups_teacher.jsonl")
-    cls = torch.from_numpy(np.load(args.work / "teacher_cls.npy").astype(np.float32))
-    if cls.shape[0] != len(groups):
+    states = np.load(args.work / "teacher_cls.npy")
+    if states.shape[0] != len(groups):
         raise SystemExit("train: teacher_cls.npy does not match groups_teacher.jsonl; rerun the label step.")
-    out = args.work / args.train_dir
-    out.mkdir(parents=True, exist_ok=True)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    start_from, step0 = latest_checkpoint(out)
-    src = start_from or args.init or args.work / "init"
-    tok = AutoTokenizer.from_pretrained(str(src))
-    model = AutoModelForSequenceClassification.from_pretrained(str(src), dtype=torch.float32)
-    for prm in model.base_model.embeddings.parameters():
-        prm.requires_grad_(False)
-    total = args.max_steps or max(1, int(args.epochs * (len(groups) // args.batch_size)))
-    (out / "train_config.json").write_text(json.dumps({k: str(v) if isinstance(v, Path) else v
-                                                       for k, v in vars(args).items()} | {"total_steps": total}, indent=1))
-
-    def loss_fn(idx: list[int]) -> Any:
-        batch = [groups[i] for i in idx]
-        q, p = _pairs(batch)
-        enc = tok(q, p, padding=True, truncation="longest_first", max_length=args.max_length, return_tensors="pt")
-        res = model(**enc, output_hidden_states=True)
-        s = res.logits.view(len(batch), -1)
-        t = torch.tensor([[g.t_pos, *g.t_negs] for g in batch])
-        margin = F.mse_loss(s[:, :1] - s[:, 1:], t[:, :1] - t[:, 1:])
-        state = F.mse_loss(res.hidden_states[-1][:, 0], cls[idx].reshape(-1, cls.shape[-1]))
-        return margin + args.cls_weight * state
-
-    def save(ck: Path) -> None:
-        model.save_pretrained(ck, safe_serialization=True)
-        tok.save_pretrained(ck)
-
-    final = run_training(model=model, batches=batch_stream(list(range(len(groups))), args.batch_size, args.seed,
-                                                           skip=step0),
-                         loss_fn=loss_fn, save=save, out_dir=out, lr=args.lr, weight_decay=0.01, warmup=0.05,
-                         total=total, step0=step0, save_every=args.save_every, desc="train student")
+    cfg = TrainConfig(loss="margin_mse", state_weight=args.cls_weight, lr=args.lr, batch_size=args.batch_size,
+                      negatives=states.shape[1] - 1, max_length=args.max_length, epochs=args.epochs,
+                      max_steps=args.max_steps, save_every=args.save_every, seed=args.seed, threads=args.threads,
+                      head_lr_mult=1.0)  # the head is the teacher's, already trained
+    final = train_cross_encoder(groups, args.init or args.work / "init", args.work / args.train_dir, cfg,
+                                teacher_states=states)
     print(f"final checkpoint: {final}")
 
 

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .._io import read_records, write_records
 
 logger = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class TrainConfig:
     threads: int | None = None
     freeze_embeddings: bool = True
     head_lr_mult: float = 20.0
+    state_weight: float = 1.0
     losses: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
@@ -128,6 +131,7 @@ def train_cross_encoder(
     *,
     resume: bool = True,
     progress: bool = True,
+    teacher_states: Any = None,
 ) -> Path:
     """Fine-tune a sequence-classification cross-encoder (one output) on training groups.
 
@@ -140,6 +144,10 @@ def train_cross_encoder(
         cfg: Hyper-parameters (:class:`TrainConfig`).
         resume: Continue from the newest ``checkpoint-*`` in ``out_dir`` if there is one
             (weights, step, data order and schedule; the optimizer moments restart).
+        teacher_states: Optional array ``(len(groups), 1 + negatives', hidden)`` of the teacher's
+            last-layer ``[CLS]`` state per pair (positive first); adds ``cfg.state_weight`` x the
+            mean squared error of the student's state to it (layer-dropped students need this
+            dense target to converge).
 
     Returns:
         The folder of the final checkpoint (fp32).
@@ -153,9 +161,14 @@ def train_cross_encoder(
     cfg = cfg or TrainConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    groups = [g for g in groups if len(g.negs) >= cfg.negatives]
-    if len(groups) < cfg.batch_size:
-        raise ValueError(f"train_cross_encoder: {len(groups)} usable groups, fewer than batch_size={cfg.batch_size}.")
+    states = None if teacher_states is None else torch.as_tensor(np.asarray(teacher_states, dtype=np.float32))
+    if states is not None and (states.ndim != 3 or states.shape[0] != len(groups)
+                               or states.shape[1] < 1 + cfg.negatives):
+        raise ValueError(f"train_cross_encoder: teacher_states has shape {tuple(states.shape)}; expected "
+                         f"({len(groups)}, >= {1 + cfg.negatives}, hidden), one row per group.")
+    usable = [i for i, g in enumerate(groups) if len(g.negs) >= cfg.negatives]
+    if len(usable) < cfg.batch_size:
+        raise ValueError(f"train_cross_encoder: {len(usable)} usable groups, fewer than batch_size={cfg.batch_size}.")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -166,22 +179,28 @@ def train_cross_encoder(
     if cfg.freeze_embeddings:
         for p in model.base_model.embeddings.parameters():
             p.requires_grad_(False)
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * (len(groups) // cfg.batch_size)))
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * (len(usable) // cfg.batch_size)))
     (out / "train_config.json").write_text(json.dumps({**asdict(cfg), "init_model": str(init_model),
-                                                       "groups": len(groups), "total_steps": total}, indent=1))
+                                                       "groups": len(usable), "total_steps": total,
+                                                       "teacher_states": states is not None}, indent=1))
 
-    def loss_fn(batch: list[TrainingGroup]) -> Any:
+    def loss_fn(idx: list[int]) -> Any:
+        batch = [groups[i] for i in idx]
         q = [g.query for g in batch for _ in range(1 + cfg.negatives)]
         p = [t for g in batch for t in (g.pos, *g.negs[: cfg.negatives])]
         enc = tok(q, p, padding=True, truncation="longest_first", max_length=cfg.max_length, return_tensors="pt")
-        scores = model(**enc).logits.view(len(batch), 1 + cfg.negatives)
-        return group_loss(scores, batch, cfg)
+        res = model(**enc, output_hidden_states=states is not None)
+        loss = group_loss(res.logits.view(len(batch), 1 + cfg.negatives), batch, cfg)
+        if states is not None:
+            target = states[idx, : 1 + cfg.negatives].reshape(-1, states.shape[-1])
+            loss = loss + cfg.state_weight * torch.nn.functional.mse_loss(res.hidden_states[-1][:, 0], target)
+        return loss
 
     def save(ck: Path) -> None:
         model.save_pretrained(ck, safe_serialization=True)
         tok.save_pretrained(ck)
 
-    return run_training(model=model, batches=batch_stream(groups, cfg.batch_size, cfg.seed, skip=step0),
+    return run_training(model=model, batches=batch_stream(usable, cfg.batch_size, cfg.seed, skip=step0),
                         loss_fn=loss_fn, save=save, out_dir=out, lr=cfg.lr, weight_decay=cfg.weight_decay,
                         warmup=cfg.warmup, total=total, step0=step0, save_every=cfg.save_every,
                         desc="train reranker", head_lr_mult=cfg.head_lr_mult, progress=progress)
